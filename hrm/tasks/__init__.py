@@ -1,1 +1,5 @@
 """Puzzle tasks: Sudoku, Maze and ARC, behind one interface (``hrm.tasks.base.Task``)."""
+
+from hrm.tasks.sudoku import SudokuTask
+
+TASKS = {"sudoku": SudokuTask}
