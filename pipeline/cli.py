@@ -26,3 +26,14 @@ def info(flavour: str) -> None:
     for key, value in to_dict(cfg).items():
         click.echo(f"{key:24} {value}")
     click.echo(f"{'parameters':24} {HRM(cfg).num_parameters():,}")
+
+
+def _register() -> None:
+    from pipeline.cli_train import evaluate, solve, train
+
+    for command in (train, evaluate, solve):
+        main.add_command(command)
+
+
+_register()
+from pipeline.cli_data import data; main.add_command(data)  # noqa: E402,E702

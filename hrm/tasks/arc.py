@@ -67,8 +67,10 @@ def transform_task(task: ArcTaskData, t: Transform) -> ArcTaskData:
 def encode_grid(grid: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """The 900 tokens of ``grid`` placed with its top-left cell at ``offset``."""
     grid = np.asarray(grid)
+    if grid.ndim != 2:
+        raise ValueError(f"expected a 2-D grid, got shape {grid.shape}")
     (h, w), (r, c) = grid.shape, offset
-    if grid.ndim != 2 or not (0 < h and 0 < w and 0 <= r and 0 <= c and r + h <= CANVAS and c + w <= CANVAS):
+    if not (0 < h and 0 < w and 0 <= r and 0 <= c and r + h <= CANVAS and c + w <= CANVAS):
         raise ValueError(f"a {grid.shape} grid at offset {offset} does not fit the {CANVAS}×{CANVAS} canvas")
     canvas = np.full((CANVAS, CANVAS), PAD, np.uint8)
     canvas[r : r + h, c : c + w] = grid.astype(np.uint8) + COLOUR0

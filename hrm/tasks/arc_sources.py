@@ -182,16 +182,20 @@ def check_no_leak(
         for tid, task in tasks.items():
             if tid in train_ids:
                 shared_ids.append(f"{tid} ({src} / {train_ids[tid]})")
-            hits = [train_pairs[d] for d in (grid_digest(*p) for p in task["test"] if p[1] is not None) if d in train_pairs]
+            digests = (grid_digest(*p) for p in task["test"] if p[1] is not None)
+            hits = [train_pairs[d] for d in digests if d in train_pairs]
             if hits:
                 shared_pairs.append(f"{src} {tid} test pair in {hits[0][0]} {hits[0][1]}")
     if shared_ids:
-        raise ValueError(f"evaluation tasks also in training sources: {', '.join(shared_ids[:5])} "
-                         f"({len(shared_ids)} in all)")
+        raise ValueError(
+            f"evaluation tasks also in training sources: {', '.join(shared_ids[:5])} ({len(shared_ids)} in all)"
+        )
     n_eval = sum(len(t) for t in eval_sources.values())
     if len(shared_pairs) > max_shared_fraction * n_eval:
-        raise ValueError(f"{len(shared_pairs)} of {n_eval} evaluation tasks have test answers in the training "
-                         f"sources, e.g. {shared_pairs[0]}")
+        raise ValueError(
+            f"{len(shared_pairs)} of {n_eval} evaluation tasks have test answers in the training "
+            f"sources, e.g. {shared_pairs[0]}"
+        )
     for line in shared_pairs:
         log.warning("evaluation answer also in training: %s", line)
 

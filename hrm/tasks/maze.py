@@ -160,6 +160,7 @@ def _lazy_bfs(state, cell, k_rem, n_rem, stride, start, dist, parent, queue, tou
     dist[start] = 0
     parent[start] = -1
     near, far = 1, 0
+    steps = (-stride, stride, -1, 1)
     while head < tail:
         if near >= near_limit:
             return tail, far, True, n_touched, k_rem, n_rem
@@ -167,7 +168,7 @@ def _lazy_bfs(state, cell, k_rem, n_rem, stride, start, dist, parent, queue, tou
         head += 1
         d = dist[c] + 1
         for k in range(4):
-            nb = c - stride if k == 0 else (c + stride if k == 1 else (c - 1 if k == 2 else c + 1))
+            nb = c + steps[k]
             if cell[nb] == 0:
                 if _below(state, n_rem) < k_rem:
                     cell[nb] = 1
@@ -272,10 +273,10 @@ def generate_many(
     if size < 2:
         raise ValueError(f"maze size must be at least 2, got {size}")
     min_path = default_min_path(size) if min_path is None else int(min_path)
-    if not 0 <= min_path < size * size - 1:
-        raise ValueError(f"min_path {min_path} impossible for a {size}×{size} maze")
     n = size * size
     wall_lo, wall_hi = int(np.ceil(WALL_DENSITY[0] * n)), int(np.floor(WALL_DENSITY[1] * n))
+    if not 0 <= min_path <= n - wall_lo - 2:  # a path of min_path + 1 steps needs min_path + 2 free cells
+        raise ValueError(f"min_path {min_path} impossible for a {size}×{size} maze with at least {wall_lo} walls")
     seed64 = np.random.SeedSequence(int(seed)).generate_state(1, np.uint64)[0]
     questions = np.zeros((count, n), np.uint8)
     answers = np.zeros((count, n), np.uint8)
@@ -386,7 +387,7 @@ class MazeTask(Task):
     name = "maze"
     vocab_size = 6
 
-    def __init__(self, size: int = 30, min_path: int | None = None, max_trials: int = 200_000):
+    def __init__(self, size: int = 30, min_path: int | None = None, max_trials: int = 1_000_000):
         self.size = int(size)
         self.seq_len = self.size * self.size
         self.min_path = default_min_path(self.size) if min_path is None else int(min_path)

@@ -1,0 +1,110 @@
+"""``hrm train``, ``hrm eval``, ``hrm solve``: the training job and using its registered models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+
+def parse_sets(pairs: tuple[str, ...]) -> dict:
+    """``--set a.b=value`` pairs, values read as YAML scalars (numbers, booleans, null)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_config(config: Path | None, sets: tuple[str, ...]):
+    from pipeline.train.config import load_train_config
+
+    try:
+        return load_train_config(config, parse_sets(sets))
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+
+
+@click.command()
+@click.option("--config", "config", type=click.Path(path_type=Path), help="A run file in pipeline/configs/.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key (dotted).")
+@click.option("--resume", is_flag=True, help="Continue the run of the same name from its latest checkpoint.")
+def train(config: Path | None, sets: tuple[str, ...], resume: bool) -> None:
+    """Train HRM on Ray Train; track it in MLflow; register the model."""
+    from pipeline.train.run import prepare, train as run_training
+
+    cfg = load_config(config, sets)
+    try:
+        prepare(cfg, resume)  # every check that needs no cluster, before Ray starts
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        raise click.ClickException(str(err)) from err
+    try:
+        outcome = run_training(cfg, resume=resume, config_file=config)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        raise click.ClickException(str(err)) from err
+    report(outcome)
+
+
+def report(outcome) -> None:
+    m = outcome.metrics
+    click.echo(f"best checkpoint: eval exact accuracy {m.get('eval/exact_accuracy', float('nan')):.3f}, token "
+               f"accuracy {m.get('eval/accuracy', float('nan')):.3f} (step {m.get('step', '?')})")
+    click.echo(f"MLflow run: {outcome.run_id}")
+    if outcome.model_version:
+        state = "now the champion" if outcome.champion else "not better than the champion"
+        click.echo(f"model: {outcome.model_uri} ({state})")
+
+
+@click.command()
+@click.option("--model", "model_uri", required=True, help="e.g. models:/hrm-sudoku@champion")
+@click.option("--adaptive/--full", default=True, help="Stop where the model halts, or run all M_max segments.")
+@click.argument("puzzle", required=False)
+@click.option("--file", "file", type=click.Path(exists=True, path_type=Path), help="Read the puzzle from a file.")
+def solve(model_uri: str, adaptive: bool, puzzle: str | None, file: Path | None) -> None:
+    """Solve one puzzle with a registered model and print the answer."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    if (puzzle is None) == (file is None):
+        raise click.UsageError("give the puzzle as an argument or with --file (one of them)")
+    text = file.read_text() if file else puzzle
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        out = model.predict(pd.DataFrame({"puzzle": [text]}), params={"adaptive": adaptive})
+    except MlflowException as err:
+        raise click.ClickException(err.message) from err
+    row = out.iloc[0]
+    click.echo(row["solution"])
+    click.echo(f"halted after {row['steps']} segment(s), confidence {row['confidence']:.3f}")
+
+
+@click.command(name="eval")
+@click.option("--model", "model_uri", required=True, help="e.g. models:/hrm-sudoku@champion")
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="A dataset folder.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
+@click.option("--limit", type=int, help="At most this many examples.")
+@click.option("--batch-size", default=256, show_default=True)
+def evaluate(model_uri: str, data: Path, split: str, limit: int | None, batch_size: int) -> None:
+    """Evaluate a registered model on a dataset split and print the metrics."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.data.loader import load_split, read_metadata
+    from pipeline.train.evaluate import evaluate as run_eval
+
+    try:
+        meta = read_metadata(data)
+        solver = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except (FileNotFoundError, ValueError, MlflowException) as err:
+        raise click.ClickException(str(getattr(err, "message", err))) from err
+    if solver.info["task"] != meta.task or solver.model.config.seq_len != meta.seq_len:
+        raise click.ClickException(f"the model solves {solver.info['task']} (length {solver.model.config.seq_len}); "
+                                   f"{data} holds {meta.task} (length {meta.seq_len})")
+    arrays = load_split(data, split, limit=limit)
+    metrics = run_eval(solver.model, arrays, solver.task, batch_size=batch_size, device="cpu")
+    for key, value in sorted(metrics.items()):
+        click.echo(f"{key:36} {value:.4f}")

@@ -1,0 +1,114 @@
+"""MLflow: the run of a training job, its metrics, the logged pyfunc model, the registry and its champion alias."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import hrm
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+def code_version() -> str:
+    """The package version and, in a git checkout, the commit (with +dirty when the tree has changes)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{hrm.__version__}+{commit}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return hrm.__version__
+
+
+class RunLogger:
+    """Logs metric batches to one MLflow run (used by the rank-0 worker)."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
+              artifacts: list[Path]) -> str:
+    """Create the run (params, tags, config artifacts) and return its id; the run stays open for the workers."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags={"code_version": code_version(), **tags})
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[start:start + 100])
+    for path in artifacts:
+        client.log_artifact(run.info.run_id, str(path))
+    return run.info.run_id
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+
+
+def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: str | None,
+              example: list[str]) -> Any:
+    """Log the checkpoint's export as a pyfunc model in the run; register it under ``model_name`` when given."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from pipeline.serving.pyfunc import HRMSolver, code_paths
+
+    mlflow.set_tracking_uri(tracking_uri)
+    import pandas as pd
+
+    inputs = pd.DataFrame({"puzzle": example})
+    outputs = pd.DataFrame({"solution": ["" for _ in example], "steps": [1 for _ in example],
+                            "confidence": [0.5 for _ in example]})
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=HRMSolver(), artifacts={"export": str(export_folder)},
+            code_paths=code_paths(), pip_requirements=["torch", "numpy", "pandas", "numba"],
+            signature=infer_signature(inputs, outputs, params={"adaptive": True}), input_example=inputs,
+            registered_model_name=model_name)
+    return info
+
+
+def promote_if_better(tracking_uri: str, model_name: str, version: str | int, metric: str, value: float) -> bool:
+    """Tag the version with its eval metric; move the champion alias to it only when it beats the current one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    tag = metric.replace("/", "_")
+    client.set_model_version_tag(model_name, str(version), tag, str(value))
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+        best = float(current.tags.get(tag, "-inf"))
+    except MlflowException:
+        current, best = None, float("-inf")
+    if value > best:
+        client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        log.info("%s version %s is the new %s (%s %.4f > %.4f)", model_name, version, CHAMPION, metric, value, best)
+        return True
+    log.info("%s version %s stays behind the %s (version %s): %s %.4f <= %.4f", model_name, version, CHAMPION,
+             current.version if current else "-", metric, value, best)
+    return False

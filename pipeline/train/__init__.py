@@ -1,0 +1,1 @@
+"""Training HRM on Ray Train, tracked in MLflow."""

@@ -1,0 +1,80 @@
+"""What a training checkpoint holds, and how a resumed worker puts it back.
+
+A checkpoint folder: ``state.pt`` (model, both optimizers, EMA, step, epoch and position in it, every worker's RNG
+state, the non-finite streak) and the export pair ``model.pt`` (weights to serve: the EMA when enabled) +
+``model.json`` (model config, task, dataset facts), which is all the MLflow model needs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from hrm.config import ModelConfig, from_dict, to_dict
+from hrm.ema import EMA
+from hrm.model import HRM
+from hrm.step import Optimizers
+
+
+@dataclass
+class Position:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # the next global batch of ``epoch`` to train on
+    nonfinite_in_row: int = 0
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def gather_rng_states(world: int) -> list[dict[str, Any]]:
+    mine = rng_state()
+    if world == 1 or not dist.is_initialized():
+        return [mine]
+    states: list[Any] = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def save(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, position: Position,
+         rng_states: list[dict[str, Any]], export_info: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "ema": ema.state_dict() if ema else None,
+                "position": vars(position), "rng": rng_states}, folder / "state.pt")
+    export = ema.shadow if ema is not None else model
+    torch.save(export.state_dict(), folder / "model.pt")
+    (folder / "model.json").write_text(json.dumps({"model": to_dict(model.config), **export_info}, indent=2))
+
+
+def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> Position:
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optim"])
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
+    rngs = state["rng"]
+    set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+    return Position(**state["position"])
+
+
+def load_export(folder: Path, map_location: str = "cpu") -> tuple[HRM, dict[str, Any]]:
+    """The served model of a checkpoint (or MLflow artifact) folder, in eval mode, and its info."""
+    info = json.loads((Path(folder) / "model.json").read_text())
+    model = HRM(from_dict(ModelConfig, info["model"], where="model.json"))
+    model.load_state_dict(torch.load(Path(folder) / "model.pt", map_location=map_location, weights_only=True))
+    return model.eval(), info

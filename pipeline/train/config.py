@@ -1,0 +1,117 @@
+"""The training job's configuration: typed dataclasses (the single source of defaults) and strict YAML loading."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hrm.config import from_dict, model_config
+from hrm.step import OptimConfig
+
+
+@dataclass(kw_only=True)
+class ScalingSettings:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+
+
+@dataclass(kw_only=True)
+class TrackingSettings:
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str = "hrm"
+    register: bool = True
+    model_name: str | None = None  # None: hrm-<task>
+    champion_metric: str = "eval/exact_accuracy"
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    name: str = "hrm"  # the run's name: Ray Train run folder and MLflow run name
+    data: str = "data/sudoku-demo"  # a dataset folder written by `hrm data build`
+    flavour: str = "debug"  # hrm.config.FLAVOURS
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the flavour
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    global_batch_size: int = 768
+    epochs: int = 1
+    max_steps: int | None = None  # stop earlier than epochs × batches
+    eval_interval: int = 2000  # steps between evaluations (and checkpoints)
+    eval_limit: int | None = None  # at most this many test examples per evaluation
+    eval_samples: int = 4  # puzzles drawn with the model's answers in the MLflow artifacts
+    log_interval: int = 20  # steps between metric logs
+    shuffle_buffer_batches: int = 16  # global batches mixed by the in-worker shuffle
+    checkpoint_keep: int = 2  # best by checkpoint_metric, plus the latest
+    checkpoint_metric: str = "eval/exact_accuracy"
+    ema: float | None = None  # e.g. 0.999 (TRM): evaluate and export the EMA weights
+    max_nonfinite_in_row: int = 10
+    early_stop_train_exact: float | None = None  # stop when train exact accuracy stays above this
+    early_stop_patience: int = 3  # log intervals in a row above the threshold
+    compile: bool | None = None  # torch.compile: None = on for GPU, off for CPU
+    seed: int = 0
+    storage_path: str = "runs"
+    max_failures: int = 0
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.global_batch_size < 1:
+            problems.append(f"global_batch_size must be >= 1, got {self.global_batch_size}")
+        elif self.global_batch_size % self.scaling.num_workers:
+            problems.append(f"global_batch_size {self.global_batch_size} is not divisible by "
+                            f"scaling.num_workers {self.scaling.num_workers}")
+        if self.scaling.num_workers < 1:
+            problems.append("scaling.num_workers must be >= 1")
+        for name in ("epochs", "eval_interval", "log_interval", "checkpoint_keep", "shuffle_buffer_batches"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            problems.append(f"ema must be in (0, 1), got {self.ema}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.global_batch_size // self.scaling.num_workers
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML run file (it only names a run and overrides defaults) plus dotted ``overrides``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    cfg = from_dict(TrainConfig, data, where=str(path) if path else "config")
+    # Validate the model overrides now, with placeholder data sizes, so a bad key fails before any cluster work.
+    model_config(cfg.flavour, **cfg.model)
+    return cfg
+
+
+def resolve_data(cfg: TrainConfig, base: Path | None = None) -> Path:
+    """The dataset folder as an absolute path, checked for a complete dataset."""
+    path = Path(cfg.data)
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    if not (path / "metadata.json").is_file():
+        raise FileNotFoundError(f"dataset not found: {path} has no metadata.json (build it with `hrm data build`)")
+    return path
+
+
+def resolve_tracking_uri(cfg: TrainConfig) -> str:
+    uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"

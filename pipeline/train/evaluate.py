@@ -1,0 +1,85 @@
+"""Evaluation: every test example runs M_max ACT segments; metrics are summed on each worker and reduced.
+
+Reported: exact and token accuracy, q-halt accuracy, the mean step at which the model would halt, exact accuracy
+after each ACT step 1..M_max, and the task's own scorers (e.g. Sudoku validity, maze valid-optimal path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from hrm.loss import IGNORE
+from hrm.model import HRM
+from hrm.tasks.base import Task
+from pipeline.train.batches import to_torch
+
+
+@torch.no_grad()
+def predict(model: HRM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Run M_max segments; per-step predictions (S, B, L), q_halt and q_continue (S, B)."""
+    was_training = model.training
+    model.eval()
+    carry = model.initial_carry(batch)
+    preds, q_halt, q_continue = [], [], []
+    for _ in range(model.config.halt_max_steps):
+        carry, out = model(carry, batch)
+        preds.append(out["logits"].argmax(-1))
+        q_halt.append(out["q_halt"])
+        q_continue.append(out["q_continue"])
+    model.train(was_training)
+    return {"preds": torch.stack(preds), "q_halt": torch.stack(q_halt), "q_continue": torch.stack(q_continue)}
+
+
+def halting_step(q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+    """The 1-based step at which a trained model would halt (first q_halt > q_continue), M_max if never."""
+    wants = q_halt > q_continue  # (S, B)
+    S = wants.shape[0]
+    first = torch.where(wants.any(0), wants.float().argmax(0), torch.full_like(wants[0], S - 1, dtype=torch.long))
+    return first + 1
+
+
+def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_size: int, device,
+             rank: int = 0, world: int = 1) -> dict[str, float]:
+    """Metrics over ``arrays`` (loader arrays), this worker taking rows rank::world; reduced across workers."""
+    S = model.config.halt_max_steps
+    # The same keys on every worker, even one without rows, so the all-reduce lines up.
+    y0 = np.where(arrays["labels"][0] == IGNORE, 0, arrays["labels"][0])
+    task_keys = [k for k in task.score(y0, y0, arrays["inputs"][0]) if k != "exact"]
+    sums: dict[str, float] = {k: 0.0 for k in ["count", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps"]}
+    sums.update({f"task_{k}": 0.0 for k in task_keys})
+    step_exact = torch.zeros(S, dtype=torch.float64)
+    idx = np.arange(rank, len(arrays["inputs"]), world)
+    for start in range(0, len(idx), batch_size):
+        rows = {k: v[idx[start:start + batch_size]] for k, v in arrays.items()}
+        batch = to_torch(rows, device)
+        out = predict(model, batch)
+        labels = batch["labels"]
+        mask = labels != IGNORE
+        correct = (out["preds"] == labels) & mask  # (S, B, L)
+        exact_per_step = correct.sum(-1) == mask.sum(-1)  # (S, B)
+        final_exact = exact_per_step[-1]
+        step_exact += exact_per_step.sum(-1).double().cpu()
+        sums["count"] += len(final_exact)
+        sums["exact_accuracy"] += final_exact.sum().item()
+        sums["accuracy"] += (correct[-1].sum(-1) / mask.sum(-1).clamp_min(1)).sum().item()
+        sums["q_halt_accuracy"] += ((out["q_halt"][-1] >= 0) == final_exact).sum().item()
+        sums["steps"] += halting_step(out["q_halt"], out["q_continue"]).sum().item()
+        preds = out["preds"][-1].cpu().numpy()
+        label_tokens = np.where(rows["labels"] == IGNORE, 0, rows["labels"])
+        for p, y, x in zip(preds, label_tokens, rows["inputs"]):
+            for key, ok in task.score(p, y, x).items():
+                if key != "exact":
+                    sums[f"task_{key}"] += float(ok)
+    keys = sorted(sums)
+    vector = torch.tensor([sums[k] for k in keys] + step_exact.tolist(), dtype=torch.float64)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(vector)
+    totals = dict(zip(keys, vector[: len(keys)].tolist()))
+    count = max(totals.pop("count", 0.0), 1.0)
+    metrics = {f"eval/{k}": v / count for k, v in totals.items()}
+    for s, v in enumerate(vector[len(keys):].tolist(), start=1):
+        metrics[f"eval/exact_accuracy_step_{s}"] = v / count
+    metrics["eval/count"] = count
+    return metrics

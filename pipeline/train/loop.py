@@ -1,0 +1,223 @@
+"""The Ray Train worker loop: HRM with deep supervision on every worker, gradients summed across workers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from hrm.config import from_dict, model_config
+from hrm.ema import EMA
+from hrm.model import HRM
+from hrm.step import build_optimizers, set_lr, train_step
+from pipeline.train import checkpoint
+from pipeline.train.batches import GlobalBatches, to_torch
+from pipeline.train.config import TrainConfig
+from pipeline.train.evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def all_reduce_sum(params: list[torch.nn.Parameter]) -> None:
+    """Sum gradients over workers in one flat buffer (the loss is already scaled by 1/global batch)."""
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def build_model(cfg: TrainConfig, meta, device: torch.device) -> HRM:
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    overrides = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
+                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, "forward_dtype": dtype, **cfg.model}
+    torch.manual_seed(cfg.seed)  # identical initial weights on every worker
+    return HRM(model_config(cfg.flavour, **overrides)).to(device)
+
+
+class MetricLog:
+    """Train metrics summed on device between logs; reduced across workers and averaged when read."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0) + value.detach().double()
+        self.steps += 1
+
+    def read(self, world: int) -> dict[str, float]:
+        keys = sorted(self.sums)
+        vector = torch.stack([torch.as_tensor(self.sums[k]).reshape(()) for k in keys]).cpu()
+        if world > 1:
+            dist.all_reduce(vector)
+        totals = dict(zip(keys, vector.tolist()))
+        count = max(totals.pop("count", 0.0), 1.0)
+        out = {f"train/{k}": totals[k] / count for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")}
+        for k in ("lm_loss", "q_halt_loss", "q_continue_loss"):
+            if k in totals:
+                out[f"train/{k}"] = totals[k] / self.steps  # summed over the global batch, per step
+        out["train/grad_norm"] = totals["grad_norm"] / (self.steps * world)
+        self.sums, self.steps = {}, 0
+        return out
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from pipeline.data.loader import load_split, read_metadata
+    from hrm.tasks import make_task
+    from pipeline.tracking import RunLogger
+
+    cfg: TrainConfig = from_dict(TrainConfig, config["train"])
+    data_path = Path(config["data_path"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    meta = read_metadata(data_path)
+    task = make_task(meta.task, meta.task_args)
+    model = build_model(cfg, meta, device).train()
+    opt = build_optimizers(model, cfg.optim)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
+
+    position = checkpoint.Position()
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as folder:
+            position = checkpoint.restore(Path(folder), model=model, opt=opt, ema=ema, rank=rank)
+        log.info("worker %d resumed at step %d (epoch %d, batch %d)", rank, position.step, position.epoch,
+                 position.batch_in_epoch)
+
+    compile_ = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    forward = torch.compile(model) if compile_ else model
+    shard = ray.train.get_dataset_shard("train")
+    batches = GlobalBatches(lambda epoch: shard.iter_batches(batch_size=4096, batch_format="numpy"),
+                            global_batch=cfg.global_batch_size, rank=rank, world=world, seed=cfg.seed,
+                            buffer_batches=cfg.shuffle_buffer_batches)
+    per_epoch = meta.counts["train"] // cfg.global_batch_size
+    if per_epoch == 0:
+        raise ValueError(f"the training split has {meta.counts['train']} examples, fewer than one global batch "
+                         f"({cfg.global_batch_size})")
+    total_steps = min(cfg.max_steps or math.inf, cfg.epochs * per_epoch)
+    eval_arrays = load_split(data_path, "test", limit=cfg.eval_limit)
+    logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
+    bar = _progress(total_steps, position.step) if rank == 0 else None
+
+    reduce = all_reduce_sum if world > 1 else None
+    metrics_log = MetricLog()
+    carry = None
+    saturated = 0
+    started = time.time()
+    stop = position.step >= total_steps
+    for epoch in range(position.epoch, cfg.epochs):
+        if stop:
+            break
+        skip = position.batch_in_epoch if epoch == position.epoch else 0
+        for index, rows in batches.epoch(epoch, skip=skip):
+            batch = to_torch(rows, device)
+            if carry is None:
+                carry = model.initial_carry(batch)
+            set_lr(opt, cfg.optim, position.step, int(total_steps))
+            carry, loss, metrics = train_step(forward, carry, batch, opt, loss_scale=1 / cfg.global_batch_size,
+                                              loss=model.config.loss, grad_clip=cfg.optim.grad_clip,
+                                              all_reduce=reduce)
+            if not torch.isfinite(metrics["grad_norm"]):
+                position.nonfinite_in_row += 1
+                log.warning("non-finite loss/gradient at step %d: update skipped (%d in a row)", position.step,
+                            position.nonfinite_in_row)
+                if position.nonfinite_in_row >= cfg.max_nonfinite_in_row:
+                    raise RuntimeError(f"{position.nonfinite_in_row} non-finite steps in a row at step "
+                                       f"{position.step}: stopping (lower optim.lr or enable optim.grad_clip)")
+                continue
+            position.nonfinite_in_row = 0
+            _inject_fault(config.get("fault"), rank, position.step)
+            if ema is not None:
+                ema.update(model)
+            metrics_log.add(metrics)
+            position.step += 1
+            position.epoch, position.batch_in_epoch = epoch, index + 1
+            if bar is not None:
+                bar.update(1)
+            done = position.step >= total_steps
+            if position.step % cfg.log_interval == 0 or done:
+                train_metrics = metrics_log.read(world)
+                train_metrics["train/lr"] = opt.adam.param_groups[0]["lr"]
+                if logger is not None:
+                    logger.log(train_metrics, position.step)
+                if cfg.early_stop_train_exact is not None:
+                    above = train_metrics["train/exact_accuracy"] >= cfg.early_stop_train_exact
+                    saturated = saturated + 1 if above else 0
+                    if saturated >= cfg.early_stop_patience:
+                        log.info("train exact accuracy saturated at step %d: stopping early", position.step)
+                        done = True
+            if position.step % cfg.eval_interval == 0 or done:
+                _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, device, rank, world,
+                                         logger, meta, started)
+            if done:
+                stop = True
+                break
+        if not stop:
+            position.epoch, position.batch_in_epoch = epoch + 1, 0
+    if bar is not None:
+        bar.close()
+
+
+def _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, device, rank, world, logger, meta,
+                             started) -> None:
+    import ray.train
+
+    scored = ema.shadow if ema is not None else model
+    metrics = evaluate(scored, eval_arrays, task, batch_size=cfg.local_batch_size, device=device, rank=rank,
+                       world=world)
+    metrics.update({"step": position.step, "epoch": position.epoch, "minutes": (time.time() - started) / 60})
+    if logger is not None:
+        logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, position.step)
+        log.info("step %d: eval exact %.3f, token %.3f", position.step, metrics["eval/exact_accuracy"],
+                 metrics["eval/accuracy"])
+    rngs = checkpoint.gather_rng_states(world)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            checkpoint.save(Path(tmp), model=model, opt=opt, ema=ema, position=position, rng_states=rngs,
+                            export_info={"task": meta.task, "task_args": meta.task_args,
+                                         "metrics": {k: v for k, v in metrics.items() if k.startswith("eval/") or k == "step"}})
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _inject_fault(fault: dict[str, Any] | None, rank: int, step: int) -> None:
+    """Test hook: once (a marker file records it), kill or fail worker ``rank`` at ``step``."""
+    if not fault or rank != fault["rank"] or step != fault["step"]:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(step))
+    if fault["kind"] == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected failure at step {step}")
+
+
+def _progress(total: float, initial: int):
+    from ray.experimental import tqdm_ray
+
+    bar = tqdm_ray.tqdm(total=int(total), desc="train steps")
+    if initial:
+        bar.update(initial)
+    return bar
+
+
+

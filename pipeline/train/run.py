@@ -1,0 +1,155 @@
+"""The training job's driver: validate everything, start the MLflow run, fit on Ray Train, register the model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hrm.config import flatten, to_dict
+from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "mlflow_run_id.txt"
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    metrics: dict[str, float]  # eval metrics of the best checkpoint
+    checkpoint: Path  # the best checkpoint's folder
+    model_uri: str | None  # models:/<name>/<version> when registered
+    model_version: str | None
+    champion: bool
+
+
+def check_resources(cfg: TrainConfig) -> None:
+    """Fail before fit() when the workers can never be placed, or would leave Ray Data no CPU (it would hang)."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    s = cfg.scaling
+    need_cpu = s.num_workers * s.cpus_per_worker
+    if s.use_gpu and s.num_workers * s.gpus_per_worker > gpus:
+        raise ValueError(f"{s.num_workers} workers × {s.gpus_per_worker} GPU need "
+                         f"{s.num_workers * s.gpus_per_worker} GPUs; the cluster has {gpus:g}")
+    if need_cpu > cpus:
+        raise ValueError(f"{s.num_workers} workers × {s.cpus_per_worker} CPU need {need_cpu:g} CPUs; the cluster "
+                         f"has {cpus:g} (lower scaling.cpus_per_worker)")
+    if need_cpu > cpus - 0.5:
+        raise ValueError(f"{s.num_workers} workers × {s.cpus_per_worker} CPU leave Ray Data {cpus - need_cpu:g} of "
+                         f"{cpus:g} CPUs and the data stream would starve; use fractional scaling.cpus_per_worker "
+                         f"(e.g. {max(0.1, (cpus - 1) / s.num_workers):.2g})")
+
+
+def _run_folder(cfg: TrainConfig) -> Path:
+    return Path(cfg.storage_path).resolve() / cfg.name
+
+
+def prepare(cfg: TrainConfig, resume: bool):
+    """Every check that needs no cluster: the dataset, the run folder, the model config on the dataset's sizes."""
+    from hrm.config import model_config
+    from pipeline.data.loader import read_metadata
+
+    data_path = resolve_data(cfg)
+    meta = read_metadata(data_path)
+    model_config(cfg.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                 num_puzzle_identifiers=meta.num_puzzle_identifiers, **cfg.model)
+    if meta.counts["train"] < cfg.global_batch_size:
+        raise ValueError(f"{data_path}: {meta.counts['train']} training examples, fewer than one global batch "
+                         f"({cfg.global_batch_size})")
+    folder = _run_folder(cfg)
+    if resume and not (folder / RUN_ID_FILE).is_file():
+        raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
+    if not resume and folder.exists():
+        raise FileExistsError(f"run {cfg.name!r} already exists under {folder.parent}: use --resume to continue it, "
+                              f"or choose another name")
+    return data_path, meta
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = None,
+          fault: dict[str, Any] | None = None) -> Outcome:
+    """Run the job; ``fault`` (tests only) kills or fails one worker once: {rank, step, kind, marker}."""
+    import ray.train
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline import tracking
+    from pipeline.data.loader import read_split
+    from pipeline.ray_utils import init_ray
+    from pipeline.train.loop import train_loop_per_worker
+
+    data_path, meta = prepare(cfg, resume)
+    init_ray()
+    check_resources(cfg)
+    uri = resolve_tracking_uri(cfg)
+    folder = _run_folder(cfg)
+    if resume:
+        run_id = (folder / RUN_ID_FILE).read_text().strip()
+        log.info("resuming run %s (MLflow run %s)", cfg.name, run_id)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            resolved = Path(tmp) / "train_config.json"
+            resolved.write_text(json.dumps(to_dict(cfg), indent=2))
+            artifacts = [resolved] + ([config_file] if config_file else [])
+            run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, flatten(cfg),
+                                        {"task": meta.task, "dataset": str(data_path)}, artifacts)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_ID_FILE).write_text(run_id)
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": to_dict(cfg), "data_path": str(data_path), "tracking_uri": uri, "run_id": run_id,
+                           "fault": fault},
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.name, storage_path=str(folder.parent),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint_keep,
+                                               checkpoint_score_attribute=cfg.checkpoint_metric,
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures)),
+        datasets={"train": read_split(data_path, "train")},
+        dataset_config=DataConfig(datasets_to_split=[]),  # every worker reads the same stream (see batches.py)
+    )
+    try:
+        result = trainer.fit()
+    except Exception:
+        tracking.end_run(uri, run_id, status="FAILED")
+        raise
+    best = result.get_best_checkpoint(cfg.checkpoint_metric, "max") or result.checkpoint
+    if best is None:
+        tracking.end_run(uri, run_id, status="FAILED")
+        raise RuntimeError("training produced no checkpoint")
+    with best.as_directory() as best_folder:  # a local copy when storage_path is remote
+        outcome = finish(cfg, uri, run_id, Path(best_folder), meta)
+    tracking.end_run(uri, run_id)
+    return outcome
+
+
+def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome:
+    """Log the best checkpoint's model (and its sample answers) to the run; register it; move the alias."""
+    from pipeline import tracking
+    from pipeline.train.samples import draw_samples
+
+    info = json.loads((best / "model.json").read_text())
+    metrics: dict[str, Any] = info.get("metrics", {})
+    samples, example = draw_samples(best, Path(meta.path), cfg.eval_samples)
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).log_artifact(run_id, str(samples))
+    name = (cfg.tracking.model_name or f"hrm-{meta.task}") if cfg.tracking.register else None
+    logged = tracking.log_model(uri, run_id, best, name, example)
+    version = str(logged.registered_model_version) if name and logged.registered_model_version else None
+    champion = False
+    if name and version:
+        value = float(metrics.get(cfg.tracking.champion_metric, float("-inf")))
+        champion = tracking.promote_if_better(uri, name, version, cfg.tracking.champion_metric, value)
+    return Outcome(run_id=run_id, metrics=metrics, checkpoint=best,
+                   model_uri=f"models:/{name}/{version}" if version else logged.model_uri,
+                   model_version=version, champion=champion)
