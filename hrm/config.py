@@ -83,6 +83,8 @@ FLAVOURS: dict[str, dict[str, Any]] = {
     "trm-mlp": _flavour(variant="trm", l_layers=2, h_layers=0, h_cycles=3, l_cycles=6, puzzle_prefix_len=16,
                         mlp_t=True),
     "small": _flavour(hidden_size=128, num_heads=4, h_layers=2, l_layers=2, halt_max_steps=8),
+    # The CPU demo (README): D 128, 2+2 layers, a narrow SwiGLU; ~0.66 M parameters on 6×6 Sudoku.
+    "demo": _flavour(hidden_size=128, num_heads=4, expansion=2.0, h_layers=2, l_layers=2, halt_max_steps=4),
     "debug": _flavour(hidden_size=64, num_heads=2, expansion=2.0, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2,
                       halt_max_steps=4),
 }

@@ -13,8 +13,11 @@ IGNORE = -100
 
 
 def stablemax(x: torch.Tensor) -> torch.Tensor:
-    """s(x) = 1/(1−x) for x < 0, x + 1 otherwise."""
-    return torch.where(x < 0, 1 / (1 - x), x + 1)
+    """s(x) = 1/(1−x) for x < 0, x + 1 otherwise.
+
+    The unused branch is evaluated at min(x, 0): 1/(1−x) at x = 1 would be inf and poison the gradient with NaN.
+    """
+    return torch.where(x < 0, 1 / (1 - x.clamp(max=0)), x + 1)
 
 
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,8 @@ def build(task: str, config_path: str | None, out: str | None, seed: int | None,
         return
     click.echo(f"built {result.path}: train {result.counts['train']:,} rows ({result.groups['train']:,} originals), "
                f"test {result.counts['test']:,} rows ({result.groups['test']:,} originals) in {result.seconds:.1f} s")
+    if result.skipped:
+        click.echo(f"skipped {result.skipped} invalid input row(s)/task(s) (--skip-invalid)")
 
 
 @data.command()

@@ -46,7 +46,8 @@ def check_resources(cfg: TrainConfig) -> None:
                          f"(e.g. {max(0.1, (cpus - 1) / s.num_workers):.2g})")
 
 
-def _run_folder(cfg: TrainConfig) -> Path:
+def run_folder(cfg: TrainConfig) -> Path:
+    """The run's folder: Ray Train's run folder, and the MLflow run id file."""
     return Path(cfg.storage_path).resolve() / cfg.name
 
 
@@ -62,7 +63,7 @@ def prepare(cfg: TrainConfig, resume: bool):
     if meta.counts["train"] < cfg.global_batch_size:
         raise ValueError(f"{data_path}: {meta.counts['train']} training examples, fewer than one global batch "
                          f"({cfg.global_batch_size})")
-    folder = _run_folder(cfg)
+    folder = run_folder(cfg)
     if resume and not (folder / RUN_ID_FILE).is_file():
         raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
     if not resume and folder.exists():
@@ -71,45 +72,49 @@ def prepare(cfg: TrainConfig, resume: bool):
     return data_path, meta
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = None,
-          fault: dict[str, Any] | None = None) -> Outcome:
-    """Run the job; ``fault`` (tests only) kills or fails one worker once: {rank, step, kind, marker}."""
-    import ray.train
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
+def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: Path, meta,
+             config_file: Path | None = None, tags: dict[str, str] | None = None) -> str:
+    """The run's MLflow run id: the one recorded in the run folder when resuming, else a new run (``tags`` added,
+    e.g. ``mlflow.parentRunId`` for a sweep trial) whose id is then recorded there."""
     from pipeline import tracking
-    from pipeline.data.loader import read_split
-    from pipeline.ray_utils import init_ray
-    from pipeline.train.loop import train_loop_per_worker
 
-    data_path, meta = prepare(cfg, resume)
-    init_ray()
-    check_resources(cfg)
-    uri = resolve_tracking_uri(cfg)
-    folder = _run_folder(cfg)
+    folder = run_folder(cfg)
     if resume:
         run_id = (folder / RUN_ID_FILE).read_text().strip()
         log.info("resuming run %s (MLflow run %s)", cfg.name, run_id)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            resolved = Path(tmp) / "train_config.json"
-            resolved.write_text(json.dumps(to_dict(cfg), indent=2))
-            artifacts = [resolved] + ([config_file] if config_file else [])
-            run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, flatten(cfg),
-                                        {"task": meta.task, "dataset": str(data_path)}, artifacts)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / RUN_ID_FILE).write_text(run_id)
+        return run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "train_config.json"
+        resolved.write_text(json.dumps(to_dict(cfg), indent=2))
+        artifacts = [resolved] + ([config_file] if config_file else [])
+        run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, flatten(cfg),
+                                    {"task": meta.task, "dataset": str(data_path), **(tags or {})}, artifacts)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RUN_ID_FILE).write_text(run_id)
+    return run_id
+
+
+def make_trainer(cfg: TrainConfig, data_path: Path, uri: str, run_id: str, *, callbacks: list | None = None,
+                 fault: dict[str, Any] | None = None):
+    """The job's TorchTrainer; its Train run is named ``cfg.name`` under ``cfg.storage_path`` (the same name
+    resumes), ``callbacks`` are Ray Train callbacks (a Tune trial passes TuneReportCallback)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.data.loader import read_split
+    from pipeline.train.loop import train_loop_per_worker
+
+    folder = run_folder(cfg)
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": to_dict(cfg), "data_path": str(data_path), "tracking_uri": uri, "run_id": run_id,
                            "fault": fault},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=cfg.name, storage_path=str(folder.parent),
+            name=cfg.name, storage_path=str(folder.parent), callbacks=callbacks or None,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint_keep,
                                                checkpoint_score_attribute=cfg.checkpoint_metric,
                                                checkpoint_score_order="max"),
@@ -117,6 +122,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
         datasets={"train": read_split(data_path, "train")},
         dataset_config=DataConfig(datasets_to_split=[]),  # every worker reads the same stream (see batches.py)
     )
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = None,
+          fault: dict[str, Any] | None = None) -> Outcome:
+    """Run the job; ``fault`` (tests only) kills or fails one worker once: {rank, step, kind, marker}."""
+    from pipeline import tracking
+    from pipeline.ray_utils import init_ray
+
+    data_path, meta = prepare(cfg, resume)
+    init_ray()
+    check_resources(cfg)
+    uri = resolve_tracking_uri(cfg)
+    run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file)
+    trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault)
     try:
         result = trainer.fit()
     except Exception:

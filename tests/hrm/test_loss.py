@@ -20,6 +20,13 @@ def test_stablemax_against_formula():
     assert got[0, 1].item() == 0.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stablemax_gradient_is_finite_where_a_logit_is_exactly_one(dtype):
+    logits = torch.tensor([[[1.0, -3.0, 0.0, 2.0]]], dtype=dtype, requires_grad=True)
+    stablemax_cross_entropy(logits, torch.tensor([[3]])).sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_softmax_option_matches_torch():
     logits, labels = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
     labels[0, 1] = IGNORE

@@ -244,6 +244,7 @@ def test_bad_csv_row_fails_atomically(ray_session, tmp_path, kind):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
     result = build(tmp_path, csv_config(train), "out", "--skip-invalid")
     assert result.exit_code == 0, result.output
+    assert "skipped 1 invalid" in result.output
     meta = read_metadata(tmp_path / "out")
     assert meta.groups["train"] + meta.groups["test"] == 11
     assert meta.stats["skipped"] + meta.stats["rejected"] == 1

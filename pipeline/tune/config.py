@@ -1,0 +1,102 @@
+"""A sweep's configuration: the training job it varies, the search space, how to search and when to stop trials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hrm.config import from_dict
+from pipeline.tune.space import flatten_entries, is_distribution, normalize_key
+
+
+@dataclass(kw_only=True)
+class SchedulerSettings:
+    kind: Literal["asha", "fifo"] = "asha"  # asha: stop weak trials at each evaluation; fifo: run all to the end
+    grace_period: int = 1  # evaluations every trial gets before ASHA may stop it
+    reduction_factor: float = 2.0  # ASHA keeps the best 1/reduction_factor at each rung
+    max_t: int | None = None  # evaluations of a full trial; None: computed from the training config and dataset
+    brackets: int = 1
+
+
+@dataclass(kw_only=True)
+class SweepConfig:
+    name: str = "sweep"  # the sweep's folder under storage_path and its MLflow parent run's name
+    train_config: str | None = None  # a training run file (pipeline/configs/train-*.yaml); None: the defaults
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted training-config values fixed for every trial
+    space: dict[str, Any] = field(default_factory=dict)  # dotted key -> {grid|choice|uniform|loguniform|randint: ...}
+    searcher: Literal["grid", "random", "optuna"] = "grid"  # optuna: Optuna's TPE through Ray Tune
+    num_samples: int = 1  # random/optuna: trials; grid: repeats of the whole grid
+    metric: str = "eval/exact_accuracy"  # a metric the training loop reports at each evaluation
+    mode: Literal["max", "min"] = "max"
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    max_concurrent: int = 1  # trials at once (lowered to what the cluster fits); each trial's size is its scaling
+    max_failures: int = 0  # Tune retries of a failed trial; a retry resumes the trial's own Train run
+    seed: int = 0  # the random and optuna searchers' seed
+    storage_path: str = "runs/sweeps"
+    register_best: bool = True  # register the best trial's model (tracking.register of the training config too)
+
+    def __post_init__(self) -> None:
+        self.overrides = flatten_entries(self.overrides, "overrides", is_leaf=lambda _: False)
+        self.space = flatten_entries(self.space, "space", is_leaf=is_distribution)
+        problems = []
+        for name in ("num_samples", "max_concurrent"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_failures < 0:
+            problems.append(f"max_failures must be >= 0, got {self.max_failures}")
+        s = self.scheduler
+        if s.grace_period < 1:
+            problems.append(f"scheduler.grace_period must be >= 1, got {s.grace_period}")
+        if s.reduction_factor <= 1:
+            problems.append(f"scheduler.reduction_factor must be > 1, got {s.reduction_factor}")
+        if s.brackets < 1:
+            problems.append(f"scheduler.brackets must be >= 1, got {s.brackets}")
+        if s.max_t is not None and s.max_t < s.grace_period:
+            problems.append(f"scheduler.max_t {s.max_t} is below scheduler.grace_period {s.grace_period}")
+        if not self.name or "/" in self.name:
+            problems.append(f"name must be a plain folder name, got {self.name!r}")
+        if problems:
+            raise ValueError("invalid sweep config: " + "; ".join(problems))
+
+
+def load_sweep_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SweepConfig:
+    """Read a sweep file plus dotted ``overrides`` (``--set``). Under ``space.`` and ``overrides.`` the rest of the
+    key is one training-config key: ``space.optim.lr={loguniform: [1e-4, 1e-2]}``, ``overrides.max_steps=10``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    where = str(path) if path else "sweep"
+    for section, leaf in (("space", is_distribution), ("overrides", lambda _: False)):
+        if section in data:
+            data[section] = flatten_entries(data[section] or {}, f"{where}: {section}", is_leaf=leaf)
+    for dotted, value in (overrides or {}).items():
+        head, _, rest = dotted.partition(".")
+        if head in ("space", "overrides") and rest:
+            data.setdefault(head, {})[normalize_key(rest)] = value
+            continue
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return from_dict(SweepConfig, data, where=where)
+
+
+def train_config_path(cfg: SweepConfig, sweep_file: Path | None) -> Path | None:
+    """The training run file: as given (relative to the working directory), else next to the sweep file."""
+    if cfg.train_config is None:
+        return None
+    path = Path(cfg.train_config)
+    if not path.is_absolute() and not path.is_file() and sweep_file is not None:
+        beside = Path(sweep_file).parent / path
+        if beside.is_file():
+            return beside
+    return path

@@ -1,0 +1,138 @@
+"""The sweep's report: one row per trial (its values, best evaluation, steps, reasoning depth and compute per
+example), written as CSV and markdown, and a plot of accuracy against reasoning depth; logged to MLflow.
+
+Reasoning depth is M_max·N·T: the recurrent low-level steps an example gets when it runs all M_max segments of
+N high-level cycles of T low-level steps. Compute per example counts transformer-layer applications over the whole
+sequence in those segments: M_max·N·(T·L_layers + H_layers), with H_layers = L_layers for TRM (one shared network).
+Evaluation always runs all M_max segments, so this is also the evaluation cost; training with ACT halts earlier
+(the table's "mean halt" is the step at which the trained model would stop on the test set).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hrm.config import ModelConfig
+
+log = logging.getLogger(__name__)
+CSV, MARKDOWN, PLOT = "sweep_report.csv", "sweep_report.md", "accuracy_vs_depth.png"
+
+
+def depth(m: ModelConfig) -> int:
+    return m.halt_max_steps * m.h_cycles * m.l_cycles
+
+
+def compute_per_example(m: ModelConfig) -> int:
+    h_layers = m.h_layers if m.variant == "hrm" else m.l_layers
+    return m.halt_max_steps * m.h_cycles * (m.l_cycles * m.l_layers + h_layers)
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    status: str  # completed | early_stopped | error
+    params: dict[str, Any]  # the trial's searched values (dotted keys)
+    model: ModelConfig
+    best: dict[str, float]  # the metrics of its best evaluation by the sweep's metric ({} when it never reported)
+    reports: int  # evaluations reported to Tune
+    last_step: int  # training steps done
+    run_id: str | None  # its MLflow run (nested under the sweep's run)
+
+    def table_row(self, metric: str) -> dict[str, Any]:
+        m = self.model
+        row: dict[str, Any] = {"trial": self.trial_id, "status": self.status}
+        row.update({key: _short(value) for key, value in self.params.items()})
+        row.update({"variant": m.variant, "M_max": m.halt_max_steps, "N": m.h_cycles, "T": m.l_cycles,
+                    "layers": f"{m.h_layers if m.variant == 'hrm' else 0}+{m.l_layers}",
+                    "depth": depth(m), "compute_per_example": compute_per_example(m)})
+        for key in dict.fromkeys([metric, "eval/exact_accuracy", "eval/accuracy", "eval/steps"]):
+            row["mean halt" if key == "eval/steps" else key] = _round(self.best.get(key, math.nan))
+        row.update({"best step": int(self.best["step"]) if "step" in self.best else "",
+                    "steps": self.last_step, "evals": self.reports, "run_id": self.run_id or ""})
+        return row
+
+
+def _short(value: Any) -> Any:
+    return f"{value:.3g}" if isinstance(value, float) else value
+
+
+def _round(value: float) -> Any:
+    return "" if math.isnan(value) else round(float(value), 4)
+
+
+def sort_rows(rows: list[TrialRow], metric: str, mode: str) -> list[TrialRow]:
+    """Best first by the sweep's metric; trials without a value last."""
+    sign = -1 if mode == "max" else 1
+
+    def key(row: TrialRow):
+        value = row.best.get(metric, math.nan)
+        return (math.isnan(value), sign * value if not math.isnan(value) else 0.0, row.trial_id)
+
+    return sorted(rows, key=key)
+
+
+def write_report(rows: list[TrialRow], folder: Path, metric: str, mode: str) -> list[Path]:
+    """The table (CSV and markdown) and the plot in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = [row.table_row(metric) for row in sort_rows(rows, metric, mode)]
+    columns = list(dict.fromkeys(key for row in table for key in row))
+    with (folder / CSV).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(table)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in table]
+    note = (f"\nBest first by `{metric}` ({mode}). depth = M_max·N·T; compute_per_example = "
+            f"M_max·N·(T·L_layers + H_layers) layer applications (TRM: H_layers = L_layers).\n")
+    (folder / MARKDOWN).write_text("\n".join(lines) + "\n" + note)
+    plot(rows, folder / PLOT)
+    return [folder / CSV, folder / MARKDOWN, folder / PLOT]
+
+
+def plot(rows: list[TrialRow], path: Path, metric: str = "eval/exact_accuracy") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {"completed": "tab:blue", "early_stopped": "tab:orange", "error": "tab:red"}
+    markers = {"hrm": "o", "trm": "s"}
+    seen = set()
+    for row in rows:
+        value = row.best.get(metric, math.nan)
+        if math.isnan(value):
+            continue
+        label = f"{row.model.variant}, {row.status.replace('_', ' ')}"
+        ax.scatter(depth(row.model), value, c=colours.get(row.status, "grey"),
+                   marker=markers.get(row.model.variant, "o"), s=50, label=None if label in seen else label)
+        seen.add(label)
+        m = row.model
+        ax.annotate(f"{m.halt_max_steps}×{m.h_cycles}×{m.l_cycles}", (depth(m), value), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    depths = [depth(r.model) for r in rows] or [1]
+    if max(depths) >= 4 * min(depths):
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("reasoning depth M_max·N·T (low-level steps per example)")
+    ax.set_ylabel(f"best {metric}")
+    ax.set_title("Accuracy against reasoning depth")
+    ax.grid(alpha=0.3)
+    if seen:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log_report(tracking_uri: str, run_id: str, paths: list[Path], artifact_path: str = "report") -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path)
+    log.info("report logged to MLflow run %s under %s/", run_id, artifact_path)

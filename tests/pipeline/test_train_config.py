@@ -1,0 +1,78 @@
+"""Bad training configs fail before any cluster work, with a message that names the problem."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+
+@pytest.fixture
+def fake_dataset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "train").mkdir()
+    (d / "test").mkdir()
+    meta = {"task": "sudoku", "task_args": {"box": [2, 2]}, "vocab_size": 6, "seq_len": 16,
+            "num_puzzle_identifiers": 1, "counts": {"train": 64, "test": 8}, "groups": {"train": 8, "test": 1},
+            "config": {}, "seed": 0, "fingerprint": "x"}
+    (d / "metadata.json").write_text(json.dumps(meta))
+    return d
+
+
+def run(tmp_path, yaml_text, *args):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml_text)
+    return CliRunner().invoke(main, ["train", "--config", str(cfg), *args])
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("global_batch_sise: 8\n", "unknown key(s) ['global_batch_sise']"),
+    ("global_batch_size: eight\n", "global_batch_size: expected an integer, got str 'eight'"),
+    ("global_batch_size: 9\nscaling: {num_workers: 2}\n", "global_batch_size 9 is not divisible by scaling.num_workers 2"),
+    ("model: {hidden_size: 64, num_heads: 3}\n", "not divisible by num_heads 3"),
+    ("model: {h_cycle: 2}\n", "unknown key(s) ['h_cycle']"),
+    ("flavour: giant\n", "unknown model flavour 'giant'"),
+    ("optim: {lr: fast}\n", "optim.lr: expected a number"),
+])
+def test_bad_config_fails_before_ray(tmp_path, yaml_text, message):
+    import ray
+
+    result = run(tmp_path, yaml_text)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not ray.is_initialized()
+
+
+def test_missing_dataset(tmp_path):
+    result = run(tmp_path, f"data: {tmp_path / 'nowhere'}\n")
+    assert result.exit_code != 0 and "dataset not found" in result.output and "nowhere" in result.output
+
+
+def test_dataset_smaller_than_a_batch_and_existing_run(tmp_path, fake_dataset):
+    result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 128\n")
+    assert result.exit_code != 0 and "fewer than one global batch (128)" in result.output
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 8\nname: taken\n"
+                           f"storage_path: {tmp_path / 'runs'}\n")
+    assert result.exit_code != 0 and "run 'taken' already exists" in result.output
+    result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 8\nname: fresh\n"
+                           f"storage_path: {tmp_path / 'runs'}\n", "--resume")
+    assert result.exit_code != 0 and "nothing to resume" in result.output
+
+
+def test_missing_config_file(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "nope.yaml")])
+    assert result.exit_code != 0 and "config file not found" in result.output
+
+
+def test_shipped_run_files_load():
+    from pathlib import Path
+
+    from pipeline.train.config import load_train_config
+
+    files = sorted((Path(__file__).parents[2] / "pipeline" / "configs").glob("train-*.yaml"))
+    assert len(files) >= 9
+    for f in files:
+        load_train_config(f)
