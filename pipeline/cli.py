@@ -29,11 +29,13 @@ def info(flavour: str) -> None:
 
 
 def _register() -> None:
+    from pipeline.cli_data import data
     from pipeline.cli_train import evaluate, solve, train
+    from pipeline.cli_tune import tune
+    from pipeline.demo import demo
 
-    for command in (train, evaluate, solve):
+    for command in (demo, data, train, evaluate, solve, tune):
         main.add_command(command)
 
 
 _register()
-from pipeline.cli_data import data; main.add_command(data)  # noqa: E402,E702

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import hrm
+from pipeline.version import code_version_string
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
-
-
-def code_version() -> str:
-    """The package version and, in a git checkout, the commit (with +dirty when the tree has changes)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return f"{hrm.__version__}+{commit}{'.dirty' if dirty else ''}"
-    except (OSError, subprocess.SubprocessError):
-        return hrm.__version__
 
 
 class RunLogger:
@@ -52,7 +38,7 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags={"code_version": code_version(), **tags})
+    run = client.create_run(experiment_id, run_name=run_name, tags={"code_version": code_version_string(), **tags})
     from mlflow.entities import Param
 
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]

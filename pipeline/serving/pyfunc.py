@@ -16,7 +16,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def code_paths() -> list[str]:
-    return [str(PACKAGE_ROOT / "hrm"), str(PACKAGE_ROOT / "pipeline" / "serving")]
+    """The packages shipped inside the logged model, so it loads where hrm-pipeline is not installed."""
+    return [str(PACKAGE_ROOT / "hrm"), str(PACKAGE_ROOT / "pipeline")]
 
 
 def _as_text(item: Any) -> str:

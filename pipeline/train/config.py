@@ -19,6 +19,7 @@ class ScalingSettings:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
+    torch_threads: int | None = None  # intra-op threads per worker; None = what Ray sets (its CPU share)
 
 
 @dataclass(kw_only=True)

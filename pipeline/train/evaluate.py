@@ -41,8 +41,11 @@ def halting_step(q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor
 
 
 def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_size: int, device,
-             rank: int = 0, world: int = 1) -> dict[str, float]:
-    """Metrics over ``arrays`` (loader arrays), this worker taking rows rank::world; reduced across workers."""
+             rank: int = 0, world: int = 1, arc_refs: list | None = None) -> dict[str, float]:
+    """Metrics over ``arrays`` (loader arrays), this worker taking rows rank::world; reduced across workers.
+
+    ``arc_refs`` (one ``TestRef`` per row) adds ARC's voted pass@1 / pass@2 over every variant of each task.
+    """
     S = model.config.halt_max_steps
     # The same keys on every worker, even one without rows, so the all-reduce lines up.
     y0 = np.where(arrays["labels"][0] == IGNORE, 0, arrays["labels"][0])
@@ -51,6 +54,7 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
     sums.update({f"task_{k}": 0.0 for k in task_keys})
     step_exact = torch.zeros(S, dtype=torch.float64)
     idx = np.arange(rank, len(arrays["inputs"]), world)
+    final_preds, final_q = [], []
     for start in range(0, len(idx), batch_size):
         rows = {k: v[idx[start:start + batch_size]] for k, v in arrays.items()}
         batch = to_torch(rows, device)
@@ -67,6 +71,9 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
         sums["q_halt_accuracy"] += ((out["q_halt"][-1] >= 0) == final_exact).sum().item()
         sums["steps"] += halting_step(out["q_halt"], out["q_continue"]).sum().item()
         preds = out["preds"][-1].cpu().numpy()
+        if arc_refs is not None:
+            final_preds.append(preds.astype(np.uint8))
+            final_q.append(torch.sigmoid(out["q_halt"][-1]).cpu().numpy())
         label_tokens = np.where(rows["labels"] == IGNORE, 0, rows["labels"])
         for p, y, x in zip(preds, label_tokens, rows["inputs"]):
             for key, ok in task.score(p, y, x).items():
@@ -82,4 +89,30 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
     for s, v in enumerate(vector[len(keys):].tolist(), start=1):
         metrics[f"eval/exact_accuracy_step_{s}"] = v / count
     metrics["eval/count"] = count
+    if arc_refs is not None:
+        metrics.update(arc_pass_at_k(arc_refs, arrays, idx, final_preds, final_q, world))
     return metrics
+
+
+def arc_pass_at_k(refs, arrays, idx, preds, q, world: int) -> dict[str, float]:
+    """Vote over every worker's predictions (inverted per variant); the answers come from the labels."""
+    from hrm.tasks.arc import crop, invert
+    from hrm.tasks.arc_scoring import collect, pass_at_k
+
+    L = arrays["inputs"].shape[1]
+    mine = (idx, np.concatenate(preds) if preds else np.zeros((0, L), np.uint8),
+            np.concatenate(q) if q else np.zeros(0))
+    parts = [mine]
+    if world > 1 and dist.is_initialized():
+        parts = [None] * world
+        dist.all_gather_object(parts, mine)
+    rows = np.concatenate([p[0] for p in parts])
+    candidates = collect([refs[i] for i in rows], np.concatenate([p[1] for p in parts]),
+                         np.concatenate([p[2] for p in parts]))
+    answers: dict[str, dict[int, np.ndarray]] = {}
+    for ref, label in zip(refs, arrays["labels"]):
+        grid = crop(np.where(label == IGNORE, 0, label).astype(np.uint8))
+        if grid is not None:
+            answers.setdefault(ref.task_id, {})[ref.test_index] = invert(grid, ref.transform)
+    ordered = {tid: [outs[i] for i in sorted(outs)] for tid, outs in answers.items()}
+    return {f"eval/pass_at_{k}": pass_at_k(candidates, ordered, k=k).score for k in (1, 2)}

@@ -77,7 +77,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from pipeline.data.loader import load_split, read_metadata
+    from pipeline.data.loader import arc_test_refs, load_split, read_metadata
     from hrm.tasks import make_task
     from pipeline.tracking import RunLogger
 
@@ -86,6 +86,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if cfg.scaling.torch_threads:
+        torch.set_num_threads(cfg.scaling.torch_threads)
     meta = read_metadata(data_path)
     task = make_task(meta.task, meta.task_args)
     model = build_model(cfg, meta, device).train()
@@ -103,6 +105,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     compile_ = cfg.compile if cfg.compile is not None else device.type == "cuda"
     forward = torch.compile(model) if compile_ else model
+    quiet_data_stream()
     shard = ray.train.get_dataset_shard("train")
     batches = GlobalBatches(lambda epoch: shard.iter_batches(batch_size=4096, batch_format="numpy"),
                             global_batch=cfg.global_batch_size, rank=rank, world=world, seed=cfg.seed,
@@ -113,6 +116,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                          f"({cfg.global_batch_size})")
     total_steps = min(cfg.max_steps or math.inf, cfg.epochs * per_epoch)
     eval_arrays = load_split(data_path, "test", limit=cfg.eval_limit)
+    arc_refs = arc_test_refs(meta, eval_arrays["puzzle_ids"]) if meta.task == "arc" else None
     logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
     bar = _progress(total_steps, position.step) if rank == 0 else None
 
@@ -164,8 +168,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         log.info("train exact accuracy saturated at step %d: stopping early", position.step)
                         done = True
             if position.step % cfg.eval_interval == 0 or done:
-                _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, device, rank, world,
-                                         logger, meta, started)
+                _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, arc_refs, device,
+                                         rank, world, logger, meta, started)
             if done:
                 stop = True
                 break
@@ -175,13 +179,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         bar.close()
 
 
-def _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, device, rank, world, logger, meta,
-                             started) -> None:
+def _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, arc_refs, device, rank, world,
+                             logger, meta, started) -> None:
     import ray.train
 
     scored = ema.shadow if ema is not None else model
     metrics = evaluate(scored, eval_arrays, task, batch_size=cfg.local_batch_size, device=device, rank=rank,
-                       world=world)
+                       world=world, arc_refs=arc_refs)
     metrics.update({"step": position.step, "epoch": position.epoch, "minutes": (time.time() - started) / 60})
     if logger is not None:
         logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, position.step)
@@ -196,6 +200,14 @@ def _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, 
                                          "metrics": {k: v for k, v in metrics.items() if k.startswith("eval/") or k == "step"}})
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
+
+
+def quiet_data_stream() -> None:
+    """The training stream re-runs every epoch: keep its progress bars and INFO lines out of the display."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _inject_fault(fault: dict[str, Any] | None, rank: int, step: int) -> None:

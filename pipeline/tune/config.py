@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from hrm.config import from_dict
-from pipeline.tune.space import flatten_entries, is_distribution, normalize_key
+from hrm.config import from_dict, model_config
+from pipeline.train.config import TrainConfig
+from pipeline.tune.space import candidates, flatten_entries, is_distribution, normalize_key
+
+REPORTED = ("eval/exact_accuracy", "eval/accuracy", "eval/q_halt_accuracy", "eval/steps", "eval/count", "step",
+            "epoch", "minutes")  # what the training loop reports at every evaluation (plus task scorers, per step)
 
 
 @dataclass(kw_only=True)
@@ -64,7 +69,8 @@ class SweepConfig:
 
 def load_sweep_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SweepConfig:
     """Read a sweep file plus dotted ``overrides`` (``--set``). Under ``space.`` and ``overrides.`` the rest of the
-    key is one training-config key: ``space.optim.lr={loguniform: [1e-4, 1e-2]}``, ``overrides.max_steps=10``."""
+    key is one training-config key: ``space.optim.lr={loguniform: [1e-4, 1e-2]}``, ``overrides.max_steps=10``;
+    ``space.optim.lr=null`` drops an entry."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -80,7 +86,10 @@ def load_sweep_config(path: str | Path | None = None, overrides: dict[str, Any] 
     for dotted, value in (overrides or {}).items():
         head, _, rest = dotted.partition(".")
         if head in ("space", "overrides") and rest:
-            data.setdefault(head, {})[normalize_key(rest)] = value
+            section = data.setdefault(head, {})
+            section.pop(normalize_key(rest), None)
+            if value is not None:  # KEY=null drops the entry
+                section[normalize_key(rest)] = value
             continue
         node = data
         *parents, last = dotted.split(".")
@@ -100,3 +109,35 @@ def train_config_path(cfg: SweepConfig, sweep_file: Path | None) -> Path | None:
         if beside.is_file():
             return beside
     return path
+
+
+def planned_reports(cfg: TrainConfig, meta) -> int:
+    """Evaluations (Tune reports) of a trial that runs to the end: every eval_interval steps and at the last."""
+    total = min(cfg.max_steps or math.inf, cfg.epochs * (meta.counts["train"] // cfg.global_batch_size))
+    return int(total // cfg.eval_interval + (1 if total % cfg.eval_interval else 0))
+
+
+def reported_metrics(sweep: SweepConfig, base: TrainConfig, meta) -> list[str]:
+    """The metrics every trial reports at each evaluation (per-step exact accuracy up to the smallest M_max)."""
+    import numpy as np
+
+    from hrm.loss import IGNORE
+    from hrm.tasks import make_task
+    from pipeline.data.loader import load_split
+
+    arrays = load_split(base.data, "test", limit=1)
+    task_keys = []
+    if len(arrays["inputs"]):
+        y = np.where(arrays["labels"][0] == IGNORE, 0, arrays["labels"][0])
+        task = make_task(meta.task, meta.task_args)
+        task_keys = [f"eval/task_{k}" for k in task.score(y, y, arrays["inputs"][0]) if k != "exact"]
+    entry = sweep.space.get("model.halt_max_steps")
+    halts = candidates(entry) if entry else [model_config(base.flavour, **base.model).halt_max_steps]
+    steps = [f"eval/exact_accuracy_step_{s}" for s in range(1, int(min(halts)) + 1)]
+    return list(REPORTED) + task_keys + steps
+
+
+def check_metric(sweep: SweepConfig, base: TrainConfig, meta) -> None:
+    allowed = reported_metrics(sweep, base, meta)
+    if sweep.metric not in allowed:
+        raise ValueError(f"metric {sweep.metric!r} is never reported by the training loop; choose one of {allowed}")

@@ -165,7 +165,8 @@ def _try(base_flat: dict[str, Any], params: dict[str, Any], what: str) -> None:
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], name: str) -> TrainConfig:
     """A trial's training config: the sweep's base config (a dict) with the trial's dotted values."""
-    return load_train_config(None, {**flatten(base), **params, "name": name})
+    plain = {key: value.item() if hasattr(value, "item") else value for key, value in params.items()}  # numpy
+    return load_train_config(None, {**flatten(base), **plain, "name": name})
 
 
 def to_tune(space: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,37 @@
+"""The code version recorded with datasets and runs: the package version and the git commit of a checkout."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def code_version() -> dict[str, Any]:
+    """Package version and, when the package lives in a git checkout, its commit (``dirty`` if modified)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        out: dict[str, Any] = {"package": version("hrm-pipeline")}
+    except PackageNotFoundError:
+        out = {"package": "unknown"}
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10)
+            out["git_dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def code_version_string() -> str:
+    """``<package>+<commit>[.dirty]`` for tags and logs."""
+    v = code_version()
+    if "git_commit" not in v:
+        return v["package"]
+    return f"{v['package']}+{v['git_commit'][:10]}{'.dirty' if v.get('git_dirty') else ''}"

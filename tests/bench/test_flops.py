@@ -1,0 +1,19 @@
+"""The benchmark's FLOP count against the issue's figure: one HRM Sudoku step ≈ 27.5 TFLOP (64 block passes)."""
+
+import pytest
+
+from bench.flops import block_passes, step_flops
+from hrm.config import model_config
+
+
+def test_paper_step_is_64_block_passes_and_27_5_tflop_of_linears():
+    c = model_config("paper", vocab_size=11, seq_len=81)
+    assert block_passes(c) == 64
+    linears_only = 64 * 768 * 82 * 2 * (4 * 512 * 512 + 3 * 512 * 1536)
+    assert linears_only / 1e12 == pytest.approx(27.5, abs=0.05)
+    assert linears_only < step_flops(c, 768) < 1.05 * linears_only  # + attention scores and the lm head
+
+
+def test_trm_has_no_extra_segment():
+    c = model_config("trm", vocab_size=11, seq_len=81)  # N 3, T 6, 2 layers: 3·7·2 forward + 2·7·2 backward
+    assert block_passes(c) == 42 + 28

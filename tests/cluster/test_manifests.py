@@ -1,0 +1,225 @@
+"""The cluster files: every manifest parses, runs a real `hrm` command on config files that exist and load, and uses
+the Ray version pinned in pyproject.toml (image tags, rayVersion, pip pins); MLflow's image fits the pinned range."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "cluster"
+KUBERAY = CLUSTER / "kuberay"
+APP = "/home/ray/hrm-pipeline"  # where the image holds the repository (cluster/Dockerfile WORKDIR)
+SHARED = "/mnt/shared"
+MANIFESTS = sorted(KUBERAY.glob("*.yaml")) + [CLUSTER / "launcher-aws.yaml"]
+RAYJOBS = {"rayjob-data.yaml": "data", "rayjob-train.yaml": "train", "rayjob-tune.yaml": "tune"}
+
+
+def pinned(name: str) -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(d for d in deps if re.match(rf"{name}(\[|[=<>!~ ]|$)", d))
+    return spec
+
+
+def ray_version() -> str:
+    match = re.search(r"==\s*([0-9][0-9.]*)", pinned("ray"))
+    assert match, "pyproject.toml must pin ray exactly (ray[...]==X.Y.Z)"
+    return match.group(1)
+
+
+def docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def walk(node, key: str):
+    """Every value stored under ``key`` anywhere in a nested YAML document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from walk(v, key)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item, key)
+
+
+def containers(doc: dict) -> list[dict]:
+    return [c for group in walk(doc, "containers") for c in group]
+
+
+def hrm_command(shell: str) -> list[str]:
+    """The ``hrm ...`` part of an entrypoint such as ``cd /home/ray/hrm-pipeline && hrm train --config ...``."""
+    parts = shlex.split(shell.replace("$APP", APP).replace("$SHARED", SHARED))
+    segments, current = [], []
+    for token in parts:
+        if token in ("&&", ";"):
+            segments.append(current)
+            current = []
+        else:
+            current.append(token)
+    segments.append(current)
+    commands = [s for s in segments if s and s[0] == "hrm"]
+    assert len(commands) == 1, f"expected one hrm command in {shell!r}"
+    for s in segments:
+        if s and s[0] == "cd":
+            assert s[1] == APP, f"jobs run in the image's repository folder {APP}, not {s[1]}"
+    return commands[0]
+
+
+def check_hrm_command(argv: list[str]) -> str:
+    """Parse ``argv`` with the real CLI and load its config files with their overrides; return the subcommand."""
+    from pipeline.cli import main
+    from pipeline.cli_train import parse_sets
+
+    args = [str(ROOT / a) if a.startswith("pipeline/configs/") else a for a in argv[1:]]
+    config = next(Path(a) for prev, a in zip(args, args[1:]) if prev == "--config")
+    assert config.is_file(), f"{argv}: config file {config} is not in the repository"
+    sub = args[0]
+    command = main.commands[sub]
+    rest = args[1:]
+    if sub == "data":
+        command = command.commands[rest[0]]
+        rest = rest[1:]
+    ctx = command.make_context(sub, list(rest))  # unknown options or bad values raise here
+    params = ctx.params
+    if sub == "data":
+        from pipeline.data.config import load_config
+
+        cfg = load_config(config, task=params["task"])
+        assert params["out"].startswith(SHARED + "/data/"), "a dataset must land on the shared volume"
+        assert Path(params["out"]).name == cfg.name
+    elif sub == "train":
+        from pipeline.train.config import load_train_config
+
+        cfg = load_train_config(config, parse_sets(params["sets"]))
+        assert cfg.data.startswith(SHARED + "/") and cfg.storage_path.startswith(SHARED + "/")
+    elif sub == "tune":
+        from pipeline.tune.config import load_sweep_config
+
+        cfg = load_sweep_config(config, parse_sets(params["sets"]))
+        assert cfg.storage_path.startswith(SHARED + "/")
+        assert cfg.overrides.get("data", "").startswith(SHARED + "/")
+    else:
+        raise AssertionError(f"unexpected hrm subcommand {sub}")
+    return sub
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_parses(path):
+    assert docs(path), f"{path} holds no YAML document"
+
+
+@pytest.mark.parametrize("path", MANIFESTS + [CLUSTER / "Dockerfile"], ids=lambda p: p.name)
+def test_ray_images_and_pins_match_pyproject(path):
+    version = ray_version()
+    text = path.read_text()
+    images = re.findall(r"(?:image:|FROM)\s+(\S+)", text)
+    ray_images = [i for i in images if "ray" in i.split("/")[-1] or "hrm-pipeline" in i]
+    if path.name != "mlflow.yaml":
+        assert ray_images, f"{path}: no Ray image"
+    for image in ray_images:
+        tag = image.rsplit(":", 1)[-1]
+        found = re.search(r"(\d+\.\d+\.\d+)", tag)
+        assert found and found.group(1) == version, f"{path}: image {image} is not Ray {version}"
+    for pin in re.findall(r"ray\[[^\]]*\]==([0-9.]+)", text):
+        assert pin == version, f"{path}: pins ray {pin}, pyproject.toml {version}"
+    for doc in (docs(path) if path.suffix == ".yaml" else []):
+        for value in walk(doc, "rayVersion"):
+            assert str(value) == version, f"{path}: rayVersion {value} != {version}"
+
+
+@pytest.mark.parametrize("name", sorted(RAYJOBS))
+def test_rayjob_runs_a_real_command_and_cleans_up(name):
+    (job,) = [d for d in docs(KUBERAY / name) if d["kind"] == "RayJob"]
+    spec = job["spec"]
+    assert job["apiVersion"] == "ray.io/v1"
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert check_hrm_command(hrm_command(spec["entrypoint"])) == RAYJOBS[name]
+    cluster = spec["rayClusterSpec"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    for container in containers(cluster):
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert SHARED in mounts, f"{name}: {container['name']} does not mount the shared volume"
+    claims = set(walk(cluster, "claimName"))
+    assert claims == {"hrm-shared"}, claims
+    if RAYJOBS[name] != "data":  # Train checks the cluster's GPUs before fit(): keep the GPU workers up
+        groups = cluster["workerGroupSpecs"]
+        gpus = sum(int(g["minReplicas"]) for g in groups
+                   for c in containers(g) if "nvidia.com/gpu" in c["resources"]["limits"])
+        assert gpus >= 1
+
+
+def test_raycluster_has_cpu_head_and_gpu_workers():
+    by_kind = {d["kind"]: d for d in docs(KUBERAY / "raycluster.yaml")}
+    pvc, cluster = by_kind["PersistentVolumeClaim"], by_kind["RayCluster"]["spec"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"] and pvc["metadata"]["name"] == "hrm-shared"
+    (head,) = containers(cluster["headGroupSpec"])
+    assert "nvidia.com/gpu" not in head["resources"].get("limits", {})
+    assert {p["containerPort"] for p in head["ports"]} >= {6379, 8265}
+    (group,) = cluster["workerGroupSpecs"]
+    assert 1 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    (worker,) = containers(group)
+    assert worker["resources"]["requests"]["nvidia.com/gpu"] == worker["resources"]["limits"]["nvidia.com/gpu"]
+    for c in (head, worker):
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.hrm.svc.cluster.local:5000"
+
+
+def test_mlflow_server_has_database_and_artifact_store():
+    from packaging.specifiers import SpecifierSet
+
+    items = {(d["kind"], d["metadata"]["name"]): d for d in docs(KUBERAY / "mlflow.yaml")}
+    server = items[("Deployment", "mlflow")]
+    assert ("Service", "mlflow") in items and ("Service", "mlflow-db") in items
+    (container,) = containers(server)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["BACKEND_STORE_URI"].startswith("postgresql://") and "@mlflow-db:5432/" in env["BACKEND_STORE_URI"]
+    command = " ".join(container["args"])
+    for flag in ("--backend-store-uri", "--artifacts-destination", "--serve-artifacts", "--host 0.0.0.0"):
+        assert flag in command
+    version = container["image"].rsplit(":v", 1)[-1]
+    assert version in SpecifierSet(pinned("mlflow").removeprefix("mlflow")), f"MLflow image {version}"
+    assert "mlflow.hrm.svc*" in env["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    (db,) = containers(items[("Deployment", "mlflow-db")])
+    assert db["image"].startswith("postgres:")
+
+
+def test_launcher_config_is_valid_for_the_ray_autoscaler():
+    import jsonschema
+    import ray.autoscaler
+
+    config = docs(CLUSTER / "launcher-aws.yaml")[0]
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types and any("gpu" in t for t in types)
+    assert config["file_mounts"][APP] == "."
+    setup = " ".join(config["setup_commands"])
+    assert f"pip install --quiet -e {APP}" in setup and f"ray[default,data,train,tune]=={ray_version()}" in setup
+    assert "--dashboard-host=0.0.0.0" in " ".join(config["head_start_ray_commands"])
+
+
+def test_submit_script_commands_are_real():
+    text = (CLUSTER / "submit.sh").read_text()
+    shells = re.findall(r'submit "([^"]+)"', text)
+    subs = {check_hrm_command(hrm_command(s)) for s in shells}
+    assert subs == {"data", "train", "tune"}
+    assert "ray job submit" in text
+
+
+def test_dockerfile_installs_the_package():
+    text = (CLUSTER / "Dockerfile").read_text()
+    assert re.search(rf"^WORKDIR {APP}$", text, re.M)
+    assert "pip install --no-cache-dir -e ." in text and "COPY --chown=ray:users pipeline pipeline" in text
+
+
+def test_readme_names_every_file():
+    readme = (CLUSTER / "README.md").read_text()
+    for path in [*MANIFESTS, CLUSTER / "Dockerfile", CLUSTER / "submit.sh"]:
+        assert path.relative_to(ROOT).as_posix() in readme, path
