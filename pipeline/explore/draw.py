@@ -61,7 +61,10 @@ def _cmap(colours: list[str]):
 def _sudoku(ax, task, tokens: np.ndarray, givens: np.ndarray | None) -> None:
     n, (br, bc) = task.n, task.box
     digits = np.where(tokens >= 2, tokens - 1, 0).reshape(n, n)
-    given = (np.asarray(givens).reshape(n, n) >= 2) if givens is not None else digits > 0
+    if givens is None:
+        given = digits > 0
+    else:  # a given is drawn as one only where the grid keeps it (a prediction may overwrite it)
+        given = (np.asarray(givens).reshape(n, n) >= 2) & (np.asarray(givens).reshape(n, n) == tokens.reshape(n, n))
     ax.imshow(np.ones((n, n)), cmap="gray", vmin=0, vmax=1)
     for r in range(n):
         for c in range(n):

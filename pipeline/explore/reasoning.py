@@ -59,8 +59,8 @@ def load_model(model_uri: str, tracking_uri: str | None = None):
 
 
 def puzzles(model_uri: str, task, data: str | Path | None = None, n: int = 3) -> list[tuple]:
-    """``n`` (inputs, label, puzzle id) triples: the dataset's first test puzzles when ``data`` is a dataset of the model's task,
-    else the puzzles of the model's logged input example (no labels)."""
+    """``n`` (inputs, label, puzzle id) triples: the first test puzzles of ``data`` when it is a dataset of the
+    model's task, else the puzzles of the model's logged input example (no labels)."""
     if data is not None and (Path(data) / "metadata.json").is_file():
         from pipeline.data.loader import IGNORE_LABEL, load_split
         from pipeline.data.meta import read_metadata

@@ -200,13 +200,13 @@ def _tune_config(plan: Plan, concurrent: int):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed))
-    else:
+        search_alg, limit = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed)), concurrent
+    else:  # grid and random; it ignores TuneConfig's max_concurrent_trials, so it limits itself
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=sweep.seed)
+        search_alg, limit = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrent), None
     return tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search_alg, scheduler=scheduler,
-                           num_samples=sweep.num_samples, max_concurrent_trials=concurrent)
+                           num_samples=sweep.num_samples, max_concurrent_trials=limit)
 
 
 def finish_sweep(plan: Plan, parent: str, trials: list) -> SweepOutcome:
