@@ -120,6 +120,23 @@ def alive_nodes(hosts: Hosts) -> list[str]:
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 
 
+def join_worker_host(hosts: Hosts, name: str, args: list[str], tries: int = 3) -> None:
+    """Start a Ray node on the worker host and wait until the head counts it alive. A loaded machine can make
+    `ray start` give up (its raylet must register within 30 s): start it again, at most ``tries`` times."""
+    for attempt in range(1, tries + 1):
+        hosts.start_node(name, 1, args)
+        proc = hosts.nodes[name][0]
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            if WORKER_IP in alive_nodes(hosts):
+                return
+            time.sleep(2)
+        hosts.stop_node(name)
+        log = (hosts.root / f"{name}.log").read_text()[-1500:]
+        if attempt == tries:
+            raise AssertionError(f"the worker host's Ray node did not join after {tries} tries:\n{log}")
+
+
 def job_status(hosts: Hosts, job_id: str) -> str:
     """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (asked from the head host through the Jobs API)."""
     out = hosts.run(0, str(BIN / "python"), "-c",
@@ -202,10 +219,8 @@ def test_train_job_spans_two_hosts_and_survives_losing_one(hosts, tmp_path):
                                  f"--dashboard-host={HEAD_IP}", "--dashboard-port=8265", "--include-dashboard=true"],
                      env=FAST_HEALTH_CHECKS)
     worker_args = [f"--address={HEAD_IP}:6379", f"--node-ip-address={WORKER_IP}", "--num-cpus=3"]
-    hosts.start_node("worker", 1, worker_args)
-    nodes = wait_for("both hosts in the cluster", lambda: (lambda n: len(n) == 2 and n)(alive_nodes(hosts)),
-                     timeout=120, every=2)
-    assert sorted(nodes) == [HEAD_IP, WORKER_IP]
+    join_worker_host(hosts, "worker", worker_args)
+    assert sorted(alive_nodes(hosts)) == [HEAD_IP, WORKER_IP]
 
     # The dataset, built by Ray Data on the cluster into the job folder (then uploaded with it).
     built = hosts.run(0, str(BIN / "hrm"), "data", "build", "sudoku", "--config", "data.yaml", "--out", "data/tiny",
@@ -241,7 +256,7 @@ def test_train_job_spans_two_hosts_and_survives_losing_one(hosts, tmp_path):
              explain=logs_tail)
     hosts.stop_node("worker")
     assert hosts.run(1, "ip", "link", "set", hosts.veth[1], "up", timeout=10).returncode == 0
-    hosts.start_node("replacement", 1, worker_args)
+    join_worker_host(hosts, "replacement", worker_args)
 
     def finished():
         status = job_status(hosts, job_id)
