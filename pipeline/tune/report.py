@@ -65,6 +65,28 @@ def _round(value: float) -> Any:
     return "" if math.isnan(value) else round(float(value), 4)
 
 
+def trial_row(trial, result, cfg, params: dict[str, Any], meta, metric: str, mode: str,
+              run_id: str | None) -> TrialRow:
+    """A finished Tune trial (and its Result) as a row: its best evaluation by ``metric``, and whether it ran to
+    the end, was stopped early (by the scheduler) or failed."""
+    from hrm.config import model_config
+    from pipeline.tune.config import planned_reports
+
+    model = model_config(cfg.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                         num_puzzle_identifiers=meta.num_puzzle_identifiers, **cfg.model)
+    frame = result.metrics_dataframe
+    history = [] if frame is None or metric not in frame else frame.to_dict("records")
+    scored = [h for h in history if not math.isnan(h[metric])]
+    pick = max if mode == "max" else min
+    best = pick(scored, key=lambda h: h[metric]) if scored else {}
+    best = {k: float(v) for k, v in best.items() if k.startswith("eval/") or k == "step"}
+    status = "error" if trial.status == "ERROR" else \
+        "early_stopped" if len(history) < planned_reports(cfg, meta) else "completed"
+    return TrialRow(trial_id=trial.trial_id, status=status, params=params, model=model, best=best,
+                    reports=len(history), last_step=int(max((h.get("step", 0) for h in history), default=0)),
+                    run_id=run_id)
+
+
 def sort_rows(rows: list[TrialRow], metric: str, mode: str) -> list[TrialRow]:
     """Best first by the sweep's metric; trials without a value last."""
     sign = -1 if mode == "max" else 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hrm.config import from_dict, model_config, to_dict
 from pipeline.train.config import TrainConfig, load_train_config, resolve_data, resolve_tracking_uri
 from pipeline.tune.config import SweepConfig, check_metric, planned_reports, train_config_path
 from pipeline.tune.report import TrialRow
-from pipeline.tune.space import check_space, to_tune, trial_config
+from pipeline.tune.space import check_space, grid_size, to_tune, trial_config
 
 log = logging.getLogger(__name__)
 SWEEP_FILE, BASE_FILE, PARENT_FILE = "sweep_config.json", "base_train_config.json", "mlflow_parent_run_id.txt"
@@ -113,6 +114,28 @@ def check_cluster(plan: Plan) -> int:
     return concurrent
 
 
+def start_ray(num_cpus: int | None = None) -> None:
+    """Ray with its dashboard: Train's placement-group cleaner asks it whether a trial's Train run is alive, and
+    frees the workers of a trial stopped early (without it the next trial hangs). A local Ray started here also
+    tells its workers where that dashboard is, which they cannot guess while other Ray instances run on the machine."""
+    import socket
+
+    import ray
+
+    from pipeline.ray_utils import init_ray
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        init_ray(dashboard=True)
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port, log_to_driver=True,
+             configure_logging=False, runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+    log.info("started a local Ray with %s CPUs (dashboard on port %d)", ray.cluster_resources().get("CPU"), port)
+
+
 def trial_name(sweep: str, trial_id: str) -> str:
     return f"{sweep}-{trial_id}"
 
@@ -147,11 +170,10 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
     from ray import tune
 
     from pipeline import tracking
-    from pipeline.ray_utils import init_ray
 
     plan = prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
     sweep, base, folder = plan.sweep, plan.base, plan.folder
-    init_ray(dashboard=True)  # without the dashboard a trial stopped early keeps its placement group
+    start_ray()
     concurrent = check_cluster(plan)
     uri = base.tracking.tracking_uri
     if resume:
@@ -179,12 +201,15 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
                            run_config=tune.RunConfig(name="tune", storage_path=str(folder), callbacks=callbacks,
                                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures)))
     results = tuner.fit()
-    trials = results._experiment_analysis.trials  # in the order of results
-    unfinished = [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
-    if unfinished:
-        log.warning("sweep %s interrupted with %d unfinished trial(s); continue it with --resume", sweep.name,
-                    len(unfinished))
+    # An interrupted fit (Ctrl-C) returns too, its running trials marked stopped in memory; the state it saved
+    # for a resume tells what is unfinished, and the searcher may not have created every trial yet.
+    saved = tune.ExperimentAnalysis(str(tune_path)).trials
+    unfinished = sum(t.status not in ("TERMINATED", "ERROR") for t in saved) + grid_size(sweep.space) * \
+        sweep.num_samples - len(saved)
+    if unfinished > 0:
+        log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name, unfinished)
         return SweepOutcome(parent_run_id=parent, interrupted=True)
+    trials = results._experiment_analysis.trials  # in the order of results
     return finish_sweep(plan, parent, list(zip(trials, results)))
 
 
@@ -243,25 +268,13 @@ def finish_sweep(plan: Plan, parent: str, trials: list) -> SweepOutcome:
 
 def _row(plan: Plan, trial, result) -> TrialRow:
     from pipeline.train.run import RUN_ID_FILE, run_folder
+    from pipeline.tune.report import trial_row
 
     params = {key: trial.config[key] for key in plan.sweep.space}
     cfg = trial_config(to_dict(plan.base), params, trial_name(plan.sweep.name, trial.trial_id))
-    meta = plan.meta
-    mc = model_config(cfg.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                      num_puzzle_identifiers=meta.num_puzzle_identifiers, **cfg.model)
-    frame = result.metrics_dataframe
-    history = [] if frame is None or plan.sweep.metric not in frame else frame.to_dict("records")
-    scored = [h for h in history if not math.isnan(h[plan.sweep.metric])]
-    pick = max if plan.sweep.mode == "max" else min
-    best = pick(scored, key=lambda h: h[plan.sweep.metric]) if scored else {}
-    best = {k: float(v) for k, v in best.items() if k.startswith("eval/") or k == "step"}
-    reports = len(history)
-    status = "error" if trial.status == "ERROR" else \
-        "early_stopped" if reports < planned_reports(cfg, meta) else "completed"
     id_file = run_folder(cfg) / RUN_ID_FILE
-    return TrialRow(trial_id=trial.trial_id, status=status, params=params, model=mc, best=best, reports=reports,
-                    last_step=int(max((h.get("step", 0) for h in history), default=0)),
-                    run_id=id_file.read_text().strip() if id_file.is_file() else None)
+    return trial_row(trial, result, cfg, params, plan.meta, plan.sweep.metric, plan.sweep.mode,
+                     id_file.read_text().strip() if id_file.is_file() else None)
 
 
 def best_checkpoint(folder: Path, metric: str) -> Path | None:
