@@ -24,7 +24,7 @@ def tune(config: Path, sets: tuple[str, ...], resume: bool) -> None:
 
     try:
         sweep = load_sweep_config(config, parse_sets(sets))
-        prepare_sweep(sweep, resume=resume, sweep_file=config)  # every check that needs no cluster
+        sweep = prepare_sweep(sweep, resume=resume, sweep_file=config).sweep  # every check needing no cluster
     except ERRORS as err:
         raise click.ClickException(str(err)) from err
     try:
@@ -35,13 +35,15 @@ def tune(config: Path, sets: tuple[str, ...], resume: bool) -> None:
         click.echo(f"sweep {sweep.name} stopped before its trials finished; continue it with: "
                    f"hrm tune --config {config} --resume", err=True)
         raise click.exceptions.Exit(130)
-    show(outcome, sweep.metric)
+    show(outcome, sweep.metric, sweep.mode)
+    if outcome.best is None:
+        raise click.ClickException(f"no trial reported {sweep.metric}: every trial failed (see the trials' errors "
+                                   f"above and in MLflow)")
 
 
-def show(outcome, metric: str) -> None:
+def show(outcome, metric: str, mode: str) -> None:
     from pipeline.tune.report import sort_rows
 
-    mode = "max"
     for row in sort_rows(outcome.rows, metric, mode)[:20]:
         values = ", ".join(f"{k}={v}" for k, v in row.params.items())
         value = row.best.get(metric)
@@ -49,7 +51,8 @@ def show(outcome, metric: str) -> None:
                    f"steps {row.last_step:<6} {values}")
     if outcome.best is not None:
         click.echo(f"best trial: {outcome.best.trial_id} (MLflow run {outcome.best.run_id})")
-    click.echo(f"sweep MLflow run: {outcome.parent_run_id}; report: {outcome.report[0].parent if outcome.report else '-'}")
+    report = outcome.report[0].parent if outcome.report else "-"
+    click.echo(f"sweep MLflow run: {outcome.parent_run_id}; report: {report}")
     if outcome.model_uri:
         state = "now the champion" if outcome.champion else "not better than the champion"
         click.echo(f"model: {outcome.model_uri} ({state})")

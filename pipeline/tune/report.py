@@ -42,6 +42,7 @@ class TrialRow:
     reports: int  # evaluations reported to Tune
     last_step: int  # training steps done
     run_id: str | None  # its MLflow run (nested under the sweep's run)
+    best_exact: float = math.nan  # its best eval exact accuracy over all evaluations
 
     def table_row(self, metric: str) -> dict[str, Any]:
         m = self.model
@@ -50,6 +51,7 @@ class TrialRow:
         row.update({"variant": m.variant, "M_max": m.halt_max_steps, "N": m.h_cycles, "T": m.l_cycles,
                     "layers": f"{m.h_layers if m.variant == 'hrm' else 0}+{m.l_layers}",
                     "depth": depth(m), "compute_per_example": compute_per_example(m)})
+        row["best exact accuracy"] = _round(self.best_exact)
         for key in dict.fromkeys([metric, "eval/exact_accuracy", "eval/accuracy", "eval/steps"]):
             row["mean halt" if key == "eval/steps" else key] = _round(self.best.get(key, math.nan))
         row.update({"best step": int(self.best["step"]) if "step" in self.best else "",
@@ -80,11 +82,12 @@ def trial_row(trial, result, cfg, params: dict[str, Any], meta, metric: str, mod
     pick = max if mode == "max" else min
     best = pick(scored, key=lambda h: h[metric]) if scored else {}
     best = {k: float(v) for k, v in best.items() if k.startswith("eval/") or k == "step"}
+    exact = [h["eval/exact_accuracy"] for h in history if not math.isnan(h.get("eval/exact_accuracy", math.nan))]
     status = "error" if trial.status == "ERROR" else \
         "early_stopped" if len(history) < planned_reports(cfg, meta) else "completed"
     return TrialRow(trial_id=trial.trial_id, status=status, params=params, model=model, best=best,
                     reports=len(history), last_step=int(max((h.get("step", 0) for h in history), default=0)),
-                    run_id=run_id)
+                    run_id=run_id, best_exact=max(exact, default=math.nan))
 
 
 def sort_rows(rows: list[TrialRow], metric: str, mode: str) -> list[TrialRow]:
@@ -116,7 +119,8 @@ def write_report(rows: list[TrialRow], folder: Path, metric: str, mode: str) -> 
     return [folder / CSV, folder / MARKDOWN, folder / PLOT]
 
 
-def plot(rows: list[TrialRow], path: Path, metric: str = "eval/exact_accuracy") -> None:
+def plot(rows: list[TrialRow], path: Path) -> None:
+    """Each trial's best eval exact accuracy against its reasoning depth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +131,7 @@ def plot(rows: list[TrialRow], path: Path, metric: str = "eval/exact_accuracy") 
     markers = {"hrm": "o", "trm": "s"}
     seen = set()
     for row in rows:
-        value = row.best.get(metric, math.nan)
+        value = row.best_exact
         if math.isnan(value):
             continue
         label = f"{row.model.variant}, {row.status.replace('_', ' ')}"
@@ -141,7 +145,8 @@ def plot(rows: list[TrialRow], path: Path, metric: str = "eval/exact_accuracy") 
     if max(depths) >= 4 * min(depths):
         ax.set_xscale("log", base=2)
     ax.set_xlabel("reasoning depth M_max·N·T (low-level steps per example)")
-    ax.set_ylabel(f"best {metric}")
+    ax.set_ylabel("best eval exact accuracy")
+    ax.set_ylim(-0.03, 1.03)
     ax.set_title("Accuracy against reasoning depth")
     ax.grid(alpha=0.3)
     if seen:

@@ -58,7 +58,7 @@ def prepare_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path 
 
     folder = sweep_folder(sweep)
     if resume:
-        if not (folder / SWEEP_FILE).is_file():
+        if not (folder / SWEEP_FILE).is_file() or not (folder / PARENT_FILE).is_file():
             raise FileNotFoundError(f"nothing to resume: no sweep {sweep.name!r} under {folder.parent}")
         saved = from_dict(SweepConfig, json.loads((folder / SWEEP_FILE).read_text()), where=str(folder / SWEEP_FILE))
         if to_dict(saved) != to_dict(sweep):
@@ -197,9 +197,10 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
         log.info("resuming sweep %s from %s", sweep.name, tune_path)
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
+        run_config = tune.RunConfig(name="tune", storage_path=str(folder), callbacks=callbacks,
+                                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures))
         tuner = tune.Tuner(trainable, param_space=to_tune(sweep.space), tune_config=_tune_config(plan, concurrent),
-                           run_config=tune.RunConfig(name="tune", storage_path=str(folder), callbacks=callbacks,
-                                                     failure_config=tune.FailureConfig(max_failures=sweep.max_failures)))
+                           run_config=run_config)
     results = tuner.fit()
     # An interrupted fit (Ctrl-C) returns too, its running trials marked stopped in memory; the state it saved
     # for a resume tells what is unfinished, and the searcher may not have created every trial yet.

@@ -77,8 +77,9 @@ def test_cli_rejects_bad_space_before_any_cluster(tmp_path):
                                      "space": {"model.halt_max_steps": {"grid": []}}}))
     result = CliRunner().invoke(main, ["tune", "--config", str(sweep)])
     assert result.exit_code != 0 and "non-empty list" in result.output
-    result = CliRunner().invoke(main, ["tune", "--config", str(sweep), "--set", "space.model.halt_max_steps={grid: [2]}",
-                                       "--set", "overrides.model.halt_max_steps=2"])
+    result = CliRunner().invoke(main, ["tune", "--config", str(sweep), "--set",
+                                       "space.model.halt_max_steps={grid: [2]}", "--set",
+                                       "overrides.model.halt_max_steps=2"])
     assert result.exit_code != 0 and "also fixed in overrides" in result.output
     assert not (tmp_path / "sweeps").exists()
 
@@ -104,15 +105,17 @@ def test_report_table_and_plot(tmp_path):
     assert depth(hrm_) == 24 and compute_per_example(hrm_) == 4 * 2 * (3 * 1 + 1)
     assert compute_per_example(trm) == 2 * 3 * (6 * 2 + 2)
     rows = [TrialRow("a_00000", "completed", {"model.variant": "hrm"}, hrm_, {"eval/exact_accuracy": 0.5, "step": 8},
-                     4, 8, "r1"),
+                     4, 8, "r1", best_exact=0.5),
             TrialRow("a_00001", "early_stopped", {"model.variant": "trm"}, trm, {"eval/exact_accuracy": 0.75,
-                                                                                    "step": 2}, 1, 2, "r2"),
+                                                                                    "step": 2}, 1, 2, "r2", 0.75),
             TrialRow("a_00002", "error", {"model.variant": "hrm"}, hrm_, {}, 0, 0, None)]
     paths = write_report(rows, tmp_path, "eval/exact_accuracy", "max")
     lines = paths[0].read_text().splitlines()
     assert lines[0].startswith("trial,status,model.variant,variant,M_max,N,T,layers,depth,compute_per_example")
     assert [line.split(",")[0] for line in lines[1:]] == ["a_00001", "a_00000", "a_00002"]
     assert "| a_00001 | early_stopped |" in paths[1].read_text()
+    header = lines[0].split(",")
+    assert lines[1].split(",")[header.index("best exact accuracy")] == "0.75"
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
 
 
@@ -186,6 +189,7 @@ def test_sweep_stops_weak_trials_and_reports(workdir, asha_sweep):
     assert stopped and all(r.reports < 3 for r in stopped)  # ASHA stopped at least one trial at an evaluation
     assert out.best is not None and out.best.params["optim.lr"] == 1e-2
     assert out.best.best["eval/accuracy"] > max(by_lr[(0.0, m)].best["eval/accuracy"] for m in (2, 3))
+    assert all(0 <= r.best_exact <= 1 for r in out.rows)
 
 
 @SWEEP_UNVERIFIED
