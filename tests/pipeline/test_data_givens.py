@@ -25,3 +25,13 @@ def test_top_up_reveals_solution_cells_until_the_count(box, givens):
 def test_givens_out_of_range_is_named():
     with pytest.raises(ValueError, match="sudoku.givens must be in 1..35"):
         load_config(None, task="sudoku", sudoku={"box": [2, 3], "givens": 36})
+
+
+def test_demo_draws_a_fresh_puzzle_outside_the_dataset():
+    from pipeline.demo import CONFIGS, fresh_puzzle
+
+    cfg = load_config(CONFIGS / "data-sudoku-demo.yaml")
+    task, x, y = fresh_puzzle(cfg, set(), seed=5)
+    assert (x >= 2).sum() == cfg.sudoku.givens and task.score(y, y, x)["valid"]
+    _, x2, _ = fresh_puzzle(cfg, {x.tobytes()}, seed=5)  # the same seed, but that puzzle is "in the dataset"
+    assert x2.tobytes() != x.tobytes()
