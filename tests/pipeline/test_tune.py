@@ -18,10 +18,6 @@ from pipeline.tune.config import SweepConfig, load_sweep_config
 from pipeline.tune.report import TrialRow, compute_per_example, depth, write_report
 from pipeline.tune.space import check_space
 
-# The real sweeps (4 trials on 2 CPUs) hung in one full-suite run of session 1 — trials waiting on a starved Ray Data
-# stream — and were not re-verified before the session ended. Issue #5 stays open until they pass; then drop this.
-SWEEP_UNVERIFIED = pytest.mark.skip(reason="issue #5: the end-to-end sweeps are not yet verified on 2 CPUs")
-
 BASE = load_train_config(None, {"flavour": "debug"})
 
 
@@ -177,7 +173,6 @@ def asha_sweep(workdir, dataset):
     return run_sweep(sweep_config(workdir, dataset, "asha"))
 
 
-@SWEEP_UNVERIFIED
 @pytest.mark.slow
 def test_sweep_stops_weak_trials_and_reports(workdir, asha_sweep):
     out = asha_sweep
@@ -192,7 +187,6 @@ def test_sweep_stops_weak_trials_and_reports(workdir, asha_sweep):
     assert all(0 <= r.best_exact <= 1 for r in out.rows)
 
 
-@SWEEP_UNVERIFIED
 @pytest.mark.slow
 def test_sweep_mlflow_parent_children_report_and_model(workdir, asha_sweep):
     out = asha_sweep
@@ -224,7 +218,6 @@ class InterruptAfter(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@SWEEP_UNVERIFIED
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(workdir, dataset):
     from pipeline.tune.run import run_sweep
@@ -251,7 +244,6 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(workdir, da
     assert all(r.status == "completed" and math.isfinite(r.best["eval/exact_accuracy"]) for r in out.rows)
 
 
-@SWEEP_UNVERIFIED
 @pytest.mark.slow
 def test_unreported_metric_and_unplaceable_trials_fail_before_trials(workdir, dataset):
     from pipeline.tune.run import prepare_sweep, run_sweep
