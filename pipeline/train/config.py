@@ -81,16 +81,23 @@ class TrainConfig:
         return self.global_batch_size // self.scaling.num_workers
 
 
+def read_yaml_mapping(path: str | Path | None, kind: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping ({} for no file); a missing file or another top level raises, naming it."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML run file (it only names a run and overrides defaults) plus dotted ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, "config")
+    path = Path(path) if path is not None else None
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from hrm.config import from_dict, model_config
-from pipeline.train.config import TrainConfig
+from pipeline.train.config import TrainConfig, read_yaml_mapping
 from pipeline.tune.space import candidates, flatten_entries, is_distribution, normalize_key
 
 REPORTED = ("eval/exact_accuracy", "eval/accuracy", "eval/q_halt_accuracy", "eval/steps", "eval/count", "step",
@@ -71,14 +70,7 @@ def load_sweep_config(path: str | Path | None = None, overrides: dict[str, Any] 
     """Read a sweep file plus dotted ``overrides`` (``--set``). Under ``space.`` and ``overrides.`` the rest of the
     key is one training-config key: ``space.optim.lr={loguniform: [1e-4, 1e-2]}``, ``overrides.max_steps=10``;
     ``space.optim.lr=null`` drops an entry."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"sweep file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, "sweep")
     where = str(path) if path else "sweep"
     for section, leaf in (("space", is_distribution), ("overrides", lambda _: False)):
         if section in data:
