@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 log = logging.getLogger(__name__)
 
 
 def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> None:
-    """Join the cluster named by ``RAY_ADDRESS`` (a submitted job) or start an embedded local Ray; idempotent."""
+    """Join the cluster named by ``RAY_ADDRESS`` (a submitted job) or start an embedded local Ray; idempotent.
+
+    ``dashboard=True`` (what Tune needs: Train's placement-group cleaner asks the dashboard whether a trial's run is
+    alive, and frees the workers of a trial stopped early) starts a local Ray's dashboard on a free port and tells
+    the workers where it is, which they cannot guess while other Ray instances run on the machine."""
     import ray
 
     if ray.is_initialized():
@@ -19,5 +24,18 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
         log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
         ray.init(log_to_driver=True)  # num_cpus may not be given when joining
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True, configure_logging=False)
-    log.info("started a local Ray with %s CPUs", ray.cluster_resources().get("CPU"))
+    extra = {}
+    if dashboard:
+        port = free_port()
+        extra = {"dashboard_port": port,
+                 "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True, configure_logging=False, **extra)
+    log.info("started a local Ray with %s CPUs%s", ray.cluster_resources().get("CPU"),
+             f" (dashboard on port {extra['dashboard_port']})" if extra else "")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

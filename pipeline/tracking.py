@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,8 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags={"code_version": code_version_string(), **tags})
+    run = client.create_run(experiment_id(client, tracking_uri, experiment), run_name=run_name,
+                            tags={"code_version": code_version_string(), **tags})
     from mlflow.entities import Param
 
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -47,6 +47,25 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
     for path in artifacts:
         client.log_artifact(run.info.run_id, str(path))
     return run.info.run_id
+
+
+def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
+    """The experiment's id, creating it if needed; in a sqlite store, with its artifacts in ``mlruns/`` beside the
+    database file (MLflow's own default is ``./mlruns`` of whatever directory the job happens to run in)."""
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    root = artifact_root(tracking_uri)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+    return client.create_experiment(name, artifact_location=(root / slug).as_uri() if root else None)
+
+
+def artifact_root(tracking_uri: str) -> Path | None:
+    """``<folder of the database>/mlruns`` for a ``sqlite:///`` file store; None for servers and other stores."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
+        return None
+    return Path(tracking_uri[len(prefix):]).resolve().parent / "mlruns"
 
 
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hrm.config import from_dict, model_config, to_dict
+from pipeline.ray_utils import init_ray
 from pipeline.train.config import TrainConfig, load_train_config, resolve_data, resolve_tracking_uri
 from pipeline.tune.config import SweepConfig, check_metric, planned_reports, train_config_path
 from pipeline.tune.report import TrialRow
@@ -114,28 +115,6 @@ def check_cluster(plan: Plan) -> int:
     return concurrent
 
 
-def start_ray(num_cpus: int | None = None) -> None:
-    """Ray with its dashboard: Train's placement-group cleaner asks it whether a trial's Train run is alive, and
-    frees the workers of a trial stopped early (without it the next trial hangs). A local Ray started here also
-    tells its workers where that dashboard is, which they cannot guess while other Ray instances run on the machine."""
-    import socket
-
-    import ray
-
-    from pipeline.ray_utils import init_ray
-
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        init_ray(dashboard=True)
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port, log_to_driver=True,
-             configure_logging=False, runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
-    log.info("started a local Ray with %s CPUs (dashboard on port %d)", ray.cluster_resources().get("CPU"), port)
-
-
 def trial_name(sweep: str, trial_id: str) -> str:
     return f"{sweep}-{trial_id}"
 
@@ -173,7 +152,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
 
     plan = prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
     sweep, base, folder = plan.sweep, plan.base, plan.folder
-    start_ray()
+    init_ray(dashboard=True)
     concurrent = check_cluster(plan)
     uri = base.tracking.tracking_uri
     if resume:

@@ -128,9 +128,9 @@ def workdir(tmp_path_factory):
 def ray_session():
     import ray
 
-    from pipeline.tune.run import start_ray
+    from pipeline.ray_utils import init_ray
 
-    start_ray(num_cpus=2)
+    init_ray(num_cpus=2, dashboard=True)
     yield
     ray.shutdown()
 
