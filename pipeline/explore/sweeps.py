@@ -1,8 +1,8 @@
 """A Ray Tune sweep read back from MLflow (notebooks/03_sweeps.ipynb): the parent run, one row per trial (its nested
 run, tagged ``mlflow.parentRunId``), and exact accuracy against reasoning depth and the compute actually used.
 
-Depth of one ACT segment = h_cycles × (l_cycles + 1) recurrent module steps (N·T low-level, N high-level updates);
-a trial's full depth = halt_max_steps × that. Compute used = the mean halting segment (``eval/steps``) × depth per
+Depth of one ACT segment = h_cycles × l_cycles low-level steps (N·T, as in the sweep report:
+``pipeline.tune.report.segment_depth``); a trial's full depth = halt_max_steps × that. Compute used = the mean halting segment (``eval/steps``) × depth per
 segment. ``eval/exact_accuracy_step_<s>`` is the accuracy after segment s, so one trial gives a whole depth curve.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 import yaml
 
@@ -52,6 +53,7 @@ def trials(tracking_uri: str, parent_run_id: str, metric: str = "eval/exact_accu
     from mlflow.tracking import MlflowClient
 
     from hrm.config import model_config
+    from pipeline.tune.report import segment_depth
 
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
@@ -62,7 +64,7 @@ def trials(tracking_uri: str, parent_run_id: str, metric: str = "eval/exact_accu
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         defaults = model_config(_value(params.get("flavour")) or "paper")
         depth = {k: int(_value(params.get(f"model.{k}")) or getattr(defaults, k)) for k in DEPTH_KEYS}
-        per_segment = depth["h_cycles"] * (depth["l_cycles"] + 1)
+        per_segment = segment_depth(replace(defaults, **depth))
         history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
         record = {"run_id": run.info.run_id, "trial": tags.get("trial_id", run.info.run_name),
                   "status": tags.get("tune.status", run.info.status), **depth, "per_segment": per_segment,

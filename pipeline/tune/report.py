@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 CSV, MARKDOWN, PLOT = "sweep_report.csv", "sweep_report.md", "accuracy_vs_depth.png"
 
 
+def segment_depth(m: ModelConfig) -> int:
+    """Low-level steps in one ACT segment, N·T: the paper's effective depth of one forward pass."""
+    return m.h_cycles * m.l_cycles
+
+
 def depth(m: ModelConfig) -> int:
-    return m.halt_max_steps * m.h_cycles * m.l_cycles
+    """Low-level steps an example gets when it runs all M_max segments: M_max·N·T."""
+    return m.halt_max_steps * segment_depth(m)
 
 
 def compute_per_example(m: ModelConfig) -> int:

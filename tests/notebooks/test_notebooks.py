@@ -130,7 +130,7 @@ def test_sweep_table_reads_depth_and_compute(tmp_path):
     assert len(table) == 6 and set(table["halt_max_steps"]) == {1, 2, 4}
     deepest = table.iloc[-1]
     assert (deepest["halt_max_steps"], deepest["h_cycles"], deepest["l_cycles"]) == (4, 2, 2)
-    assert deepest["per_segment"] == 6 and deepest["max_depth"] == 24
-    assert deepest["best_accuracy"] == pytest.approx(24 / 40) and deepest["compute"] == pytest.approx(2.5 * 6)
+    assert deepest["per_segment"] == 4 and deepest["max_depth"] == 16  # N·T = 2·2, M_max = 4
+    assert deepest["best_accuracy"] == pytest.approx(24 / 40) and deepest["compute"] == pytest.approx(2.5 * 4)
     curves = sweeps.depth_curves(table)
-    assert len(curves) == 2 * (1 + 2 + 4) and curves["depth"].max() == 24
+    assert len(curves) == 2 * (1 + 2 + 4) and curves["depth"].max() == 16
