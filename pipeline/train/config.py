@@ -73,6 +73,9 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ema is not None and not 0 < self.ema < 1:
             problems.append(f"ema must be in (0, 1), got {self.ema}")
+        problems += storage_path_problems(self.storage_path)
+        if not self.name or "/" in self.name:
+            problems.append(f"name must be a plain folder name, got {self.name!r}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -118,6 +121,15 @@ def resolve_data(cfg: TrainConfig, base: Path | None = None) -> Path:
     if not (path / "metadata.json").is_file():
         raise FileNotFoundError(f"dataset not found: {path} has no metadata.json (build it with `hrm data build`)")
     return path
+
+
+def storage_path_problems(path: str) -> list[str]:
+    """A run folder is a local path: a mount that every node shares on a cluster, never a URI (the job keeps its
+    MLflow run id there for --resume, and Tune keeps the sweep's files there)."""
+    if "://" in path:
+        return [f"storage_path must be a local or mounted folder, got the URI {path!r}: mount the bucket (NFS/EFS, "
+                "mountpoint-s3, gcsfuse) and give the mount's path (see cluster/README.md)"]
+    return [] if path else ["storage_path must not be empty"]
 
 
 def resolve_tracking_uri(cfg: TrainConfig) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 
 from hrm.config import from_dict, model_config
-from pipeline.train.config import TrainConfig, read_yaml_mapping
+from pipeline.train.config import TrainConfig, read_yaml_mapping, storage_path_problems
 from pipeline.tune.space import candidates, flatten_entries, is_distribution, normalize_key
 
 REPORTED = ("eval/exact_accuracy", "eval/accuracy", "eval/q_halt_accuracy", "eval/steps", "eval/count", "step",
@@ -62,6 +62,7 @@ class SweepConfig:
             problems.append(f"scheduler.max_t {s.max_t} is below scheduler.grace_period {s.grace_period}")
         if not self.name or "/" in self.name:
             problems.append(f"name must be a plain folder name, got {self.name!r}")
+        problems += storage_path_problems(self.storage_path)
         if problems:
             raise ValueError("invalid sweep config: " + "; ".join(problems))
 

@@ -35,6 +35,8 @@ def run(tmp_path, yaml_text, *args):
     ("model: {h_cycle: 2}\n", "unknown key(s) ['h_cycle']"),
     ("flavour: giant\n", "unknown model flavour 'giant'"),
     ("optim: {lr: fast}\n", "optim.lr: expected a number"),
+    ("storage_path: s3://bucket/runs\n", "storage_path must be a local or mounted folder, got the URI 's3://bucket/runs'"),
+    ("name: team/run-1\n", "name must be a plain folder name, got 'team/run-1'"),
 ])
 def test_bad_config_fails_before_ray(tmp_path, yaml_text, message):
     import ray

@@ -60,7 +60,8 @@ def test_sweep_config_errors(tmp_path):
                         ({"scheduler.reduction_factor": 1}, "reduction_factor must be > 1"),
                         ({"scheduler.max_t": 1, "scheduler.grace_period": 2}, "below scheduler.grace_period"),
                         ({"searcher": "bayes"}, "must be one of"),
-                        ({"bogus": 1}, "unknown key")]:
+                        ({"bogus": 1}, "unknown key"),
+                        ({"storage_path": "gs://bucket/sweeps"}, "must be a local or mounted folder")]:
         with pytest.raises(ValueError, match=match):
             load_sweep_config(None, sets)
 
