@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -46,8 +47,11 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     click.echo(f"    {built.path}: {built.counts['train']} train / {built.counts['test']} test examples")
 
     click.secho("2/4 training HRM with Ray Train (tracked in MLflow)", bold=True)
-    cfg = load_train_config(train_config, {"name": f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
-                                           "data": str(built.path), "storage_path": str(workdir / "runs")})
+    sets = {"name": f"demo-{time.strftime('%Y%m%d-%H%M%S')}", "data": str(built.path),
+            "storage_path": str(workdir / "runs")}
+    cfg = load_train_config(train_config, sets)
+    if not cfg.tracking.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        cfg.tracking.tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"  # the embedded store, in the workdir
     outcome = train(cfg, config_file=train_config)
     m = outcome.metrics
     click.secho(f"3/4 held-out puzzles: exact accuracy {m['eval/exact_accuracy']:.1%}, "

@@ -1,0 +1,46 @@
+"""`hrm demo`, the README's first command, end to end at tiny scale through the real CLI in its own process:
+Ray Data → Ray Train → MLflow run and registry → a new puzzle solved; everything under --workdir."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_every_stage_inside_its_workdir(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    data_cfg, train_cfg = tmp_path / "data.yaml", tmp_path / "train.yaml"
+    data_cfg.write_text(yaml.safe_dump({"name": "tiny-demo", "task": "sudoku", "seed": 1, "sudoku": {
+        "box": [2, 2], "count": 40, "min_rating": 0, "test_fraction": 0.25, "augmentations": 2, "chunk_size": 20}}))
+    train_cfg.write_text(yaml.safe_dump({
+        "flavour": "debug", "model": {"halt_max_steps": 2}, "global_batch_size": 8, "max_steps": 4,
+        "eval_interval": 2, "eval_limit": 8, "log_interval": 1, "optim": {"lr_warmup_steps": 1},
+        "scaling": {"torch_threads": 1}, "tracking": {"model_name": "hrm-tiny-demo"}}))
+    workdir, cwd = tmp_path / "work", tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    hrm = Path(sys.executable).with_name("hrm")
+    done = subprocess.run([str(hrm), "demo", "--workdir", str(workdir), "--data-config", str(data_cfg),
+                           "--train-config", str(train_cfg)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    for stage in ("1/4 building the dataset", "2/4 training HRM", "3/4 held-out puzzles: exact accuracy",
+                  "4/4 a new puzzle", "models:/hrm-tiny-demo@champion answers", "done in"):
+        assert stage in out, (stage, out[-2000:])
+    assert "correct!" in out or "not quite; the solution is:" in out
+    store = workdir / "mlflow.db"
+    assert f"--backend-store-uri sqlite:///{store}" in out
+    assert list(cwd.iterdir()) == [], "the demo wrote outside its workdir"
+    assert (workdir / "data" / "tiny-demo" / "metadata.json").is_file()
+    assert any((workdir / "runs").iterdir()) and (workdir / "mlruns").is_dir()
+    client = MlflowClient(f"sqlite:///{store}")
+    version = client.get_model_version_by_alias("hrm-tiny-demo", "champion")
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED" and "eval/exact_accuracy" in run.data.metrics
