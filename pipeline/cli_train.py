@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -58,12 +59,33 @@ def report(outcome) -> None:
         click.echo(f"model: {outcome.model_uri} ({state})")
 
 
+def use_store(tracking_uri: str | None, model_uri: str) -> None:
+    """Point MLflow at ``tracking_uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db, which must then exist (rather
+    than MLflow quietly creating an empty store and answering that the model does not exist)."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        store = Path.cwd() / "mlflow.db"
+        if model_uri.startswith("models:/") and not store.is_file():
+            raise click.ClickException(f"no MLflow store here: {store} does not exist; run where `hrm demo` or "
+                                       "`hrm train` ran, or give --tracking-uri (or set MLFLOW_TRACKING_URI)")
+        uri = f"sqlite:///{store}"
+    mlflow.set_tracking_uri(uri)
+
+
+TRACKING_OPTION = click.option("--tracking-uri", help="The MLflow store of the registry (default: "
+                               "$MLFLOW_TRACKING_URI, else ./mlflow.db).")
+
+
 @click.command()
 @click.option("--model", "model_uri", required=True, help="e.g. models:/hrm-sudoku@champion")
+@TRACKING_OPTION
 @click.option("--adaptive/--full", default=True, help="Stop where the model halts, or run all M_max segments.")
 @click.argument("puzzle", required=False)
 @click.option("--file", "file", type=click.Path(exists=True, path_type=Path), help="Read the puzzle from a file.")
-def solve(model_uri: str, adaptive: bool, puzzle: str | None, file: Path | None) -> None:
+def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, puzzle: str | None,
+          file: Path | None) -> None:
     """Solve one puzzle with a registered model and print the answer."""
     import mlflow.pyfunc
     import pandas as pd
@@ -72,6 +94,7 @@ def solve(model_uri: str, adaptive: bool, puzzle: str | None, file: Path | None)
     if (puzzle is None) == (file is None):
         raise click.UsageError("give the puzzle as an argument or with --file (one of them)")
     text = file.read_text() if file else puzzle
+    use_store(tracking_uri, model_uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
         out = model.predict(pd.DataFrame({"puzzle": [text]}), params={"adaptive": adaptive})
@@ -84,11 +107,13 @@ def solve(model_uri: str, adaptive: bool, puzzle: str | None, file: Path | None)
 
 @click.command(name="eval")
 @click.option("--model", "model_uri", required=True, help="e.g. models:/hrm-sudoku@champion")
+@TRACKING_OPTION
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="A dataset folder.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
 @click.option("--limit", type=int, help="At most this many examples.")
 @click.option("--batch-size", default=256, show_default=True)
-def evaluate(model_uri: str, data: Path, split: str, limit: int | None, batch_size: int) -> None:
+def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, limit: int | None,
+             batch_size: int) -> None:
     """Evaluate a registered model on a dataset split and print the metrics."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
@@ -96,6 +121,7 @@ def evaluate(model_uri: str, data: Path, split: str, limit: int | None, batch_si
     from pipeline.data.loader import load_split, read_metadata
     from pipeline.train.evaluate import evaluate as run_eval
 
+    use_store(tracking_uri, model_uri)
     try:
         meta = read_metadata(data)
         solver = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()

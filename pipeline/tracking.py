@@ -78,23 +78,17 @@ def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: s
               example: list[str]) -> Any:
     """Log the checkpoint's export as a pyfunc model in the run; register it under ``model_name`` when given."""
     import mlflow
-    from mlflow.models import infer_signature
-
-    from pipeline.serving.pyfunc import HRMSolver, code_paths
-
-    mlflow.set_tracking_uri(tracking_uri)
     import pandas as pd
 
-    inputs = pd.DataFrame({"puzzle": example})
-    outputs = pd.DataFrame({"solution": ["" for _ in example], "steps": [1 for _ in example],
-                            "confidence": [0.5 for _ in example]})
+    from pipeline.serving.pyfunc import MODEL_FILE, code_paths, signature
+
+    mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=HRMSolver(), artifacts={"export": str(export_folder)},
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=str(MODEL_FILE), artifacts={"export": str(export_folder)},
             code_paths=code_paths(), pip_requirements=["torch", "numpy", "pandas", "numba"],
-            signature=infer_signature(inputs, outputs, params={"adaptive": True}), input_example=inputs,
+            signature=signature(), input_example=pd.DataFrame({"puzzle": example}),
             registered_model_name=model_name)
-    return info
 
 
 def promote_if_better(tracking_uri: str, model_name: str, version: str | int, metric: str, value: float) -> bool:

@@ -11,13 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+MODEL_FILE = Path(__file__).with_name("model_file.py")  # builds an HRMSolver when MLflow loads the model
 
 
 def code_paths() -> list[str]:
     """The packages shipped inside the logged model, so it loads where hrm-pipeline is not installed."""
     return [str(PACKAGE_ROOT / "hrm"), str(PACKAGE_ROOT / "pipeline")]
+
+
+def signature():
+    """Input: a ``puzzle`` column (text or JSON grids); output: solution, halting steps, confidence; params: adaptive."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "puzzle")]),
+        outputs=Schema([ColSpec("string", "solution"), ColSpec("long", "steps"), ColSpec("double", "confidence")]),
+        params=ParamSchema([ParamSpec("adaptive", "boolean", True)]))
 
 
 def _as_text(item: Any) -> str:
@@ -51,8 +64,7 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
         self.task = make_task(info["task"], info.get("task_args"))
         self.info = info
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 

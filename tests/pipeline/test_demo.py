@@ -13,14 +13,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_every_stage_inside_its_workdir(tmp_path):
+    import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     data_cfg, train_cfg = tmp_path / "data.yaml", tmp_path / "train.yaml"
     data_cfg.write_text(yaml.safe_dump({"name": "tiny-demo", "task": "sudoku", "seed": 1, "sudoku": {
         "box": [2, 2], "count": 40, "min_rating": 0, "test_fraction": 0.25, "augmentations": 2, "chunk_size": 20}}))
     train_cfg.write_text(yaml.safe_dump({
-        "flavour": "debug", "model": {"halt_max_steps": 2}, "global_batch_size": 8, "max_steps": 4,
-        "eval_interval": 2, "eval_limit": 8, "log_interval": 1, "optim": {"lr_warmup_steps": 1},
+        "flavour": "debug", "model": {"halt_max_steps": 2}, "global_batch_size": 8, "max_steps": 6,
+        "eval_interval": 3, "eval_limit": 8, "log_interval": 1, "optim": {"lr": 3e-3, "lr_warmup_steps": 1},
         "scaling": {"torch_threads": 1}, "tracking": {"model_name": "hrm-tiny-demo"}}))
     workdir, cwd = tmp_path / "work", tmp_path / "elsewhere"
     cwd.mkdir()
@@ -44,3 +45,16 @@ def test_demo_runs_every_stage_inside_its_workdir(tmp_path):
     version = client.get_model_version_by_alias("hrm-tiny-demo", "champion")
     run = client.get_run(version.run_id)
     assert run.info.status == "FINISHED" and "eval/exact_accuracy" in run.data.metrics
+
+    # `hrm eval`, run where the demo ran, scores the registered model on the demo's held-out split exactly as the
+    # training job's evaluation of that checkpoint did
+    done = subprocess.run([str(hrm), "eval", "--model", "models:/hrm-tiny-demo@champion", "--data",
+                           "data/tiny-demo", "--limit", "8"], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    printed = {k: float(v) for k, v in (line.split() for line in done.stdout.splitlines() if line.startswith("eval/"))}
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    recorded = mlflow.pyfunc.load_model("models:/hrm-tiny-demo@champion").unwrap_python_model().info["metrics"]
+    assert printed["eval/count"] == 8 and printed["eval/accuracy"] > 0
+    for key in ("eval/accuracy", "eval/exact_accuracy", "eval/steps"):
+        assert printed[key] == pytest.approx(recorded[key], abs=1e-4), (key, printed, recorded)
