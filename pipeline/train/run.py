@@ -124,6 +124,22 @@ def make_trainer(cfg: TrainConfig, data_path: Path, uri: str, run_id: str, *, ca
     )
 
 
+def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[str]:
+    """What a job submitted with ``--working-dir`` would write into that working directory, a temporary copy that
+    Ray deletes: the run folder (checkpoints, the id --resume needs) or the embedded MLflow store."""
+    if "working_dir_files" not in cwd.parts:
+        return []
+    found = []
+    if not Path(storage_path).is_absolute():
+        found.append(f"storage_path {storage_path!r} is inside the job's temporary working directory {cwd}: "
+                     "checkpoints and --resume are lost when the job ends; set storage_path to a shared mount "
+                     "(e.g. --set storage_path=/mnt/shared/runs)")
+    if tracking_uri.startswith("sqlite:///") and Path(tracking_uri[len("sqlite:///"):]).resolve().is_relative_to(cwd):
+        found.append(f"the MLflow store {tracking_uri} is inside the job's temporary working directory: the run and "
+                     "the registered model are lost when the job ends; set MLFLOW_TRACKING_URI to a tracking server")
+    return found
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = None,
           fault: dict[str, Any] | None = None) -> Outcome:
     """Run the job; ``fault`` (tests only) kills or fails one worker once: {rank, step, kind, marker}."""
@@ -134,6 +150,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
     init_ray()
     check_resources(cfg)
     uri = resolve_tracking_uri(cfg)
+    for warning in ephemeral_outputs(Path.cwd(), cfg.storage_path, uri):
+        log.warning(warning)
     run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file)
     trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault)
     try:

@@ -78,3 +78,15 @@ def test_shipped_run_files_load():
     assert len(files) >= 9
     for f in files:
         load_train_config(f)
+
+
+def test_a_submitted_job_is_warned_of_outputs_in_its_temporary_working_dir(tmp_path):
+    from pipeline.train.run import ephemeral_outputs
+
+    job = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123"
+    local = f"sqlite:///{job / 'mlflow.db'}"
+    both = ephemeral_outputs(job, "runs", local)
+    assert len(both) == 2 and "storage_path 'runs'" in both[0] and "MLflow store" in both[1]
+    assert ephemeral_outputs(job, "/mnt/shared/runs", "http://mlflow:5000") == []
+    assert ephemeral_outputs(job, "/mnt/shared/runs", "sqlite:////mnt/shared/mlflow.db") == []
+    assert ephemeral_outputs(tmp_path, "runs", f"sqlite:///{tmp_path / 'mlflow.db'}") == []  # not a submitted job
