@@ -149,12 +149,15 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
     from ray import tune
 
     from pipeline import tracking
+    from pipeline.train.run import ephemeral_outputs
 
     plan = prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
     sweep, base, folder = plan.sweep, plan.base, plan.folder
     init_ray(dashboard=True)
     concurrent = check_cluster(plan)
     uri = base.tracking.tracking_uri
+    for warning in ephemeral_outputs(Path.cwd(), sweep.storage_path, uri):
+        log.warning(warning)
     if resume:
         parent = (folder / PARENT_FILE).read_text().strip()
     else:
