@@ -11,7 +11,10 @@ def test_paper_step_is_64_block_passes_and_27_5_tflop_of_linears():
     assert block_passes(c) == 64
     linears_only = 64 * 768 * 82 * 2 * (4 * 512 * 512 + 3 * 512 * 1536)
     assert linears_only / 1e12 == pytest.approx(27.5, abs=0.05)
-    assert linears_only < step_flops(c, 768) < 1.05 * linears_only  # + attention scores and the lm head
+    # per token and block: qkv + out (4·D²), SwiGLU (3·D·1536), QKᵀ and AV (2·S·D), S = 81 + 1 prefix position;
+    # ×2 FLOPs per multiply-add; plus the lm head (81 positions, V = 11) forward and backward (×3)
+    exact = 64 * 768 * 82 * 2 * (4 * 512 * 512 + 3 * 512 * 1536 + 2 * 82 * 512) + 3 * 2 * 768 * 81 * 512 * 11
+    assert step_flops(c, 768) == pytest.approx(exact, rel=1e-12)
 
 
 def test_trm_has_no_extra_segment():

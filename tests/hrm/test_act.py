@@ -14,7 +14,8 @@ def make(M=4, eps=0.0, variant="hrm", **kw):
 
 
 def batch(B, offset=0):
-    return {"inputs": torch.arange(B * 8).view(B, 8) % 10 + 1 + offset * 0,
+    """B rows of random tokens, different for each ``offset``; ``row`` numbers the examples from ``offset``."""
+    return {"inputs": torch.randint(1, 11, (B, 8), generator=torch.Generator().manual_seed(offset)),
             "labels": torch.full((B, 8), 3), "puzzle_ids": torch.zeros(B, dtype=torch.long),
             "row": torch.arange(B) + offset}
 
@@ -88,6 +89,8 @@ def test_halted_rows_take_new_examples_and_restart():
     z_h_before = carry.z_h.clone()
     new, _ = m(carry, b2)
     assert new.batch["row"].tolist() == [100, 1, 102, 3]
+    for r, source in enumerate((b2, b1, b2, b1)):  # halted rows took the new batch's example, the others kept theirs
+        assert torch.equal(new.batch["inputs"][r], source["inputs"][r])
     assert new.steps.tolist() == [1, 2, 1, 2]
     # A restarted row computes exactly what a fresh carry computes on its example.
     fresh, _ = m(m.initial_carry(b2), b2)

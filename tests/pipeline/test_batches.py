@@ -28,8 +28,8 @@ def collect(world, parts, n=100, G=8, epoch=0, skip=0, buffer=3):
 def test_workers_slices_make_the_single_worker_batch(world):
     one = collect(1, [5, 7])
     many = collect(world, [13])  # different upstream batching too
-    assert len(one) == 100 // 8
-    for (i, a), (j, b) in zip(one, many):
+    assert len(one) == len(many) == 100 // 8
+    for (i, a), (j, b) in zip(one, many, strict=True):
         assert i == j and a.tolist() == b.tolist()
 
 

@@ -92,6 +92,7 @@ def test_mlflow_holds_run_metrics_model_and_alias(one_worker):
     assert "eval/exact_accuracy" in run.data.metrics and "eval/exact_accuracy_step_2" in run.data.metrics
     assert {a.path for a in client.list_artifacts(out.run_id)} >= {"train_config.json", "eval_samples.png"}
     lr = history(cfg, out.run_id, "train/lr")
+    assert sorted(lr) == list(range(1, 7))  # log_interval 1, max_steps 6
     for step, value in lr.items():  # the schedule's value for the step just taken
         assert value == pytest.approx(lr_at(step - 1, 1e-3, 2, 6, 0.1))
     version = client.get_model_version_by_alias("hrm-test", "champion")
@@ -99,23 +100,36 @@ def test_mlflow_holds_run_metrics_model_and_alias(one_worker):
 
 
 def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
+    """The registry's model answers exactly as the best checkpoint's weights do through ``hrm.solve``."""
     import mlflow.pyfunc
+    import torch
 
+    from hrm.config import ModelConfig
+    from hrm.model import HRM
+    from hrm.solve import solve
     from hrm.tasks.sudoku import SudokuTask
     from pipeline.data.loader import load_split
 
-    cfg, _ = one_worker
+    cfg, out = one_worker
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/hrm-test@champion")
     task = SudokuTask(box=(2, 2))
     arrays = load_split(dataset, "test", limit=3)
     puzzles = [task.render(x.astype(np.uint8)) for x in arrays["inputs"]]
-    grid = [[1, 0, 0, 0], [0, 0, 3, 0], [0, 4, 0, 0], [0, 0, 0, 2]]
-    out = model.predict(pd.DataFrame({"puzzle": puzzles + [json.dumps(grid)]}))
-    assert list(out.columns) == ["solution", "steps", "confidence"] and len(out) == 4
-    for text in out["solution"]:
+    grid = task.parse(puzzles[0]).reshape(4, 4).tolist()  # the first puzzle again, as a JSON grid of tokens
+    grid = [[max(t - 1, 0) for t in row] for row in grid]  # tokens -> digits (0 = blank)
+    answers = model.predict(pd.DataFrame({"puzzle": puzzles + [json.dumps(grid)]}))
+    assert list(answers.columns) == ["solution", "steps", "confidence"] and len(answers) == 4
+
+    info = json.loads((out.checkpoint / "model.json").read_text())
+    reference = HRM(from_dict(ModelConfig, {**info["model"], "forward_dtype": "float32"}))
+    reference.load_state_dict(torch.load(out.checkpoint / "model.pt", weights_only=True))
+    expected = solve(reference, task, puzzles + puzzles[:1])
+    assert list(answers["solution"]) == [e.solution for e in expected]
+    assert list(answers["steps"]) == [e.steps for e in expected]
+    assert list(answers["confidence"]) == pytest.approx([e.confidence for e in expected], abs=1e-6)
+    for text in answers["solution"]:
         assert len(re.findall(r"[1-4.]", text)) == 16  # a full 4×4 grid in the task's own format
-    assert set(out["steps"]) <= {1, 2} and ((out["confidence"] >= 0) & (out["confidence"] <= 1)).all()
     with pytest.raises(Exception, match="bad puzzle"):
         model.predict(pd.DataFrame({"puzzle": ["1234"]}))
 
@@ -137,13 +151,15 @@ def test_resume_continues_step_count_and_schedule(workdir, dataset):
     cfg = config(workdir, dataset, "resumed", max_steps=8, eval_interval=2)
     with pytest.raises(Exception):
         train(cfg, fault={"rank": 0, "step": 5, "kind": "raise", "marker": str(workdir / "resumed.marker")})
-    first = history(cfg, MlflowClient(cfg.tracking.tracking_uri).search_runs(
-        [MlflowClient(cfg.tracking.tracking_uri).get_experiment_by_name("tests").experiment_id],
-        "tags.mlflow.runName = 'resumed'")[0].info.run_id, "train/lm_loss")
-    assert max(first) == 5
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    first_id = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                  "tags.mlflow.runName = 'resumed'")[0].info.run_id
+    assert max(history(cfg, first_id, "train/lm_loss")) == 5
     out = train(cfg, resume=True)
+    assert out.run_id == first_id  # the same MLflow run goes on
+    raw = sorted(m.step for m in MlflowClient(cfg.tracking.tracking_uri).get_metric_history(out.run_id, "train/lr"))
+    assert raw == [1, 2, 3, 4, 5, 5, 6, 7, 8]  # resumed from the step-4 checkpoint: only step 5 is trained twice
     lr = history(cfg, out.run_id, "train/lr")
-    assert max(lr) == 8
     for step, value in lr.items():
         assert value == pytest.approx(lr_at(step - 1, 1e-3, 2, 8, 0.1))
     assert math.isfinite(out.metrics["eval/exact_accuracy"])

@@ -23,7 +23,7 @@ URI = f"models:/{MODEL}@champion"
 def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    register_tiny_model(uri, MODEL, folder)
+    register_tiny_model(uri, MODEL, folder, halt_first=True)  # adaptive: 1 segment; --full: 3
     return folder, uri
 
 
@@ -64,6 +64,8 @@ def test_solve_reads_a_file_and_runs_full_depth(store, tmp_path):
     result = solve("--tracking-uri", store[1], "--full", "--file", str(puzzle))
     assert result.exit_code == 0, result.output
     assert "halted after 3 segment(s)" in result.output  # --full runs all M_max = 3 segments
+    result = solve("--tracking-uri", store[1], "--file", str(puzzle))
+    assert result.exit_code == 0 and "halted after 1 segment(s)" in result.output  # where the Q-head halts
 
 
 @pytest.mark.parametrize(("puzzle", "message"), [

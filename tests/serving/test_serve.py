@@ -49,10 +49,16 @@ def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def registry(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    register_tiny_model(uri, MODEL, tmp, halt_max_steps=HALT_MAX)
+    register_tiny_model(uri, MODEL, tmp, halt_max_steps=HALT_MAX, halt_first=True)
+    return tmp, uri
+
+
+@pytest.fixture(scope="module")
+def server(registry):
+    tmp, uri = registry
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     log = open(tmp / "serve.log", "w")
@@ -83,26 +89,38 @@ def invoke(base: str, body: dict) -> requests.Response:
     return requests.post(f"{base}/invocations", json=body, timeout=60)
 
 
-def test_answers_puzzles(server):
+def local_predictions(uri: str, puzzles: list[str]) -> list[dict]:
+    """The registered model's answers, computed in this process (the server must give the same)."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    return model.predict(pd.DataFrame({"puzzle": puzzles})).to_dict("records")
+
+
+def test_answers_puzzles(server, registry):
     base, _ = server
-    grid = "[[1, 0, 0, 0], [0, 0, 3, 0], [0, 4, 0, 0], [0, 0, 0, 2]]"  # a JSON grid works too
+    grid = "[[1, 0, 3, 0], [0, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 1]]"  # PUZZLES[0] as a JSON grid
     r = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in PUZZLES] + [[grid]]}})
     assert r.status_code == 200, r.text
     predictions = r.json()["predictions"]
+    expected = local_predictions(registry[1], PUZZLES)
     assert len(predictions) == len(PUZZLES) + 1
-    for puzzle, answer in zip(PUZZLES, predictions):
-        assert set(answer) == {"solution", "steps", "confidence"}
-        cells = [c for c in answer["solution"] if c in "1234."]
-        assert len(cells) == 16  # a full 4×4 grid, rendered by the task
-        assert 1 <= answer["steps"] <= HALT_MAX and 0.0 <= answer["confidence"] <= 1.0
+    for answer, local in zip(predictions, expected + [expected[0]], strict=True):
+        assert answer["solution"] == local["solution"] and answer["steps"] == local["steps"] == 1
+        assert answer["confidence"] == pytest.approx(local["confidence"], abs=1e-6)
+        assert len([c for c in answer["solution"] if c in "1234."]) == 16  # a full 4×4 grid, rendered by the task
 
 
 def test_full_depth_parameter(server):
     base, _ = server
-    r = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in PUZZLES]},
-                      "params": {"adaptive": False}})
-    assert r.status_code == 200, r.text
-    assert [p["steps"] for p in r.json()["predictions"]] == [HALT_MAX] * len(PUZZLES)
+    body = {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in PUZZLES]}}
+    adaptive = invoke(base, body)
+    full = invoke(base, {**body, "params": {"adaptive": False}})
+    assert adaptive.status_code == full.status_code == 200, (adaptive.text, full.text)
+    assert [p["steps"] for p in adaptive.json()["predictions"]] == [1] * len(PUZZLES)  # the Q-head says halt
+    assert [p["steps"] for p in full.json()["predictions"]] == [HALT_MAX] * len(PUZZLES)
 
 
 @pytest.mark.parametrize("puzzle, message", [

@@ -19,8 +19,11 @@ PUZZLES = ["1.3.....2...4..1", "..4.4.....1...3.", "2..1....3......4"]  # 16 cel
 
 
 def register_tiny_model(tracking_uri: str, name: str, folder: Path, *, box: tuple[int, int] = BOX,
-                        halt_max_steps: int = 3, seed: int = 0) -> str:
-    """Register a fresh debug-flavour Sudoku model of ``box`` as ``name`` (alias ``champion``); return its version."""
+                        halt_max_steps: int = 3, seed: int = 0, halt_first: bool = False) -> str:
+    """Register a fresh debug-flavour Sudoku model of ``box`` as ``name`` (alias ``champion``); return its version.
+
+    ``halt_first``: its Q-head says halt (q_halt 1 > q_continue 0) for every puzzle, so adaptive solving stops after
+    one segment while full-depth solving runs all ``halt_max_steps``."""
     from pipeline import tracking
 
     task = SudokuTask(box)
@@ -28,6 +31,9 @@ def register_tiny_model(tracking_uri: str, name: str, folder: Path, *, box: tupl
     config = model_config("debug", vocab_size=task.vocab_size, seq_len=task.seq_len, num_puzzle_identifiers=1,
                           halt_max_steps=halt_max_steps, forward_dtype="float32")
     model = HRM(config).eval()
+    if halt_first:
+        with torch.no_grad():
+            model.q_head.bias.copy_(torch.tensor([1.0, 0.0]))
     export = Path(folder) / "export"
     export.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), export / "model.pt")

@@ -185,8 +185,15 @@ def test_maze_transform_keeps_optimal_labels(k, mazes):
 
 def test_augment_is_a_dihedral_image(mazes):
     maze = Maze(mazes[0][1], mazes[1][1])
-    out = MazeTask(SIZE).augment(maze, np.random.default_rng(0))
-    assert any(np.array_equal(out.question, dihedral(maze.question, k)) for k in range(N_DIHEDRAL))
+    task, rng, seen = MazeTask(SIZE), np.random.default_rng(0), set()
+    for _ in range(40):
+        out = task.augment(maze, rng)
+        ks = [k for k in range(N_DIHEDRAL) if np.array_equal(out.question, dihedral(maze.question, k))]
+        assert ks, "not a dihedral image of the maze"
+        # the label is the solver's own shortest path of the new maze (ties broken as for any other maze)
+        assert is_valid_optimal(out.answer, out.question) and np.array_equal(out.answer, solve(out.question))
+        seen.add(out.question.tobytes())
+    assert len(seen) >= 5  # not the identity every time
 
 
 # ------------------------------------------------------------------------------------------------- CSV, text I/O
