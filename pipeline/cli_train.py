@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -60,17 +59,17 @@ def report(outcome) -> None:
 
 
 def use_store(tracking_uri: str | None, model_uri: str) -> None:
-    """Point MLflow at ``tracking_uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db, which must then exist (rather
-    than MLflow quietly creating an empty store and answering that the model does not exist)."""
+    """Point MLflow at ``tracking_uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db; a sqlite store must exist
+    (rather than MLflow quietly creating an empty one and answering that the model does not exist)."""
     import mlflow
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri is None:
-        store = Path.cwd() / "mlflow.db"
-        if model_uri.startswith("models:/") and not store.is_file():
-            raise click.ClickException(f"no MLflow store here: {store} does not exist; run where `hrm demo` or "
-                                       "`hrm train` ran, or give --tracking-uri (or set MLFLOW_TRACKING_URI)")
-        uri = f"sqlite:///{store}"
+    from pipeline.tracking import sqlite_file, store_uri
+
+    uri = store_uri(tracking_uri)
+    db = sqlite_file(uri)
+    if db is not None and model_uri.startswith("models:/") and not db.is_file():
+        raise click.ClickException(f"no MLflow store here: {db} does not exist; run where `hrm demo` or "
+                                   "`hrm train` ran, or give --tracking-uri (or set MLFLOW_TRACKING_URI)")
     mlflow.set_tracking_uri(uri)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     from pipeline.data.config import load_config
     from pipeline.data.loader import load_split
     from pipeline.train.config import load_train_config, resolve_tracking_uri
+    from pipeline.tracking import store_uri
     from pipeline.train.run import train
 
     started = time.time()
@@ -50,8 +50,7 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     sets = {"name": f"demo-{time.strftime('%Y%m%d-%H%M%S')}", "data": str(built.path),
             "storage_path": str(workdir / "runs")}
     cfg = load_train_config(train_config, sets)
-    if not cfg.tracking.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        cfg.tracking.tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"  # the embedded store, in the workdir
+    cfg.tracking.tracking_uri = store_uri(cfg.tracking.tracking_uri, workdir)  # embedded: in the workdir
     outcome = train(cfg, config_file=train_config)
     m = outcome.metrics
     click.secho(f"3/4 held-out puzzles: exact accuracy {m['eval/exact_accuracy']:.1%}, "

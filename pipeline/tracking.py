@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -60,12 +61,25 @@ def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
     return client.create_experiment(name, artifact_location=(root / slug).as_uri() if root else None)
 
 
-def artifact_root(tracking_uri: str) -> Path | None:
-    """``<folder of the database>/mlruns`` for a ``sqlite:///`` file store; None for servers and other stores."""
+def store_uri(explicit: str | None = None, folder: Path | None = None) -> str:
+    """The MLflow store a job uses: ``explicit``, else $MLFLOW_TRACKING_URI, else the embedded sqlite store
+    ``<folder, default the working directory>/mlflow.db``."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{(folder or Path.cwd()) / 'mlflow.db'}"
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store (absolute); None for servers, other stores and ``:memory:``."""
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
         return None
-    return Path(tracking_uri[len(prefix):]).resolve().parent / "mlruns"
+    return Path(tracking_uri[len(prefix):]).resolve()
+
+
+def artifact_root(tracking_uri: str) -> Path | None:
+    """``<folder of the database>/mlruns`` for a ``sqlite:///`` file store; None for servers and other stores."""
+    db = sqlite_file(tracking_uri)
+    return None if db is None else db.parent / "mlruns"
 
 
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:

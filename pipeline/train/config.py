@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,5 +132,6 @@ def storage_path_problems(path: str) -> list[str]:
 
 
 def resolve_tracking_uri(cfg: TrainConfig) -> str:
-    uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    from pipeline.tracking import store_uri
+
+    return store_uri(cfg.tracking.tracking_uri)

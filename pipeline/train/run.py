@@ -127,14 +127,17 @@ def make_trainer(cfg: TrainConfig, data_path: Path, uri: str, run_id: str, *, ca
 def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[str]:
     """What a job submitted with ``--working-dir`` would write into that working directory, a temporary copy that
     Ray deletes: the run folder (checkpoints, the id --resume needs) or the embedded MLflow store."""
+    from pipeline.tracking import sqlite_file
+
     if "working_dir_files" not in cwd.parts:
         return []
     found = []
-    if not Path(storage_path).is_absolute():
+    if (cwd / storage_path).resolve().is_relative_to(cwd):  # a relative path, or an absolute one in there
         found.append(f"storage_path {storage_path!r} is inside the job's temporary working directory {cwd}: "
                      "checkpoints and --resume are lost when the job ends; set storage_path to a shared mount "
                      "(e.g. --set storage_path=/mnt/shared/runs)")
-    if tracking_uri.startswith("sqlite:///") and Path(tracking_uri[len("sqlite:///"):]).resolve().is_relative_to(cwd):
+    db = sqlite_file(tracking_uri)
+    if db is not None and db.is_relative_to(cwd):
         found.append(f"the MLflow store {tracking_uri} is inside the job's temporary working directory: the run and "
                      "the registered model are lost when the job ends; set MLFLOW_TRACKING_URI to a tracking server")
     return found

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,7 +223,7 @@ def finish_sweep(plan: Plan, parent: str, trials: list) -> SweepOutcome:
     from pipeline import tracking
     from pipeline.tune.report import log_report, sort_rows, write_report
 
-    sweep, base, uri = plan.sweep, plan.base, plan.base.tracking.tracking_uri
+    sweep, uri = plan.sweep, plan.base.tracking.tracking_uri
     client = MlflowClient(uri)
     rows = [_row(plan, trial, result) for trial, result in trials]
     for row in rows:

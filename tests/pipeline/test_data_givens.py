@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from hrm.tasks.sudoku_solver import generate_many, solve
