@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-TASKS = ("sudoku", "maze", "arc")
+from pipeline.data.config import TASK_NAMES
 
 
 @click.group()
@@ -13,7 +13,7 @@ def data() -> None:
 
 
 @data.command()
-@click.argument("task", type=click.Choice(TASKS))
+@click.argument("task", type=click.Choice(TASK_NAMES))
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML data config (pipeline/configs/data-*.yaml); defaults when omitted.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (default: config out or data/<name>).")

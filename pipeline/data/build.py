@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hrm.config import flatten
 from pipeline.data.config import DataConfig, config_dict, fingerprint, identity
 from pipeline.data.meta import METADATA, code_version, read_metadata_dict, write_metadata
 from pipeline.data.stages import part_name, run_stage, write_part
@@ -76,15 +77,10 @@ def _stage2(cfg: DataConfig, skip_invalid: bool, job: dict[str, Any]) -> dict[st
     return {"split": job["split"], "rows": len(inputs), "bytes": size}
 
 
-def _differences(theirs: dict[str, Any], ours: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(theirs) | set(ours)):
-        a, b = theirs.get(key), ours.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} there, {b!r} asked")
-    return out
+def _differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    a, b = flatten(theirs), flatten(ours)
+    return [f"{key}: {a.get(key)!r} there, {b.get(key)!r} asked" for key in sorted(set(a) | set(b))
+            if a.get(key) != b.get(key)]
 
 
 def _looks_like_dataset(path: Path) -> bool:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from hrm.tasks.arc import ArcTask, Transform, Variant, augment_task, encode_test, encode_train, transform_task
+from hrm.tasks.arc import (ArcTask, Transform, Variant, augment_task, encode_test, encode_train, transform_task,
+                           variant_key)
 from hrm.tasks.arc_sources import load_source, parse_task, split_tasks
 from pipeline.data.meta import BLANK_IDENTIFIER
 from pipeline.data.stages import derive_seed
@@ -120,7 +121,7 @@ class ArcBuilder:
             for j, t in enumerate(s["tasks"]):
                 base = len(identifiers)
                 for v, tf in enumerate(t["transforms"]):
-                    identifiers.append(f"{t['tid']}|{v}")
+                    identifiers.append(variant_key(t["tid"], v))
                     transforms.append([tf.dihedral, "".join(map(str, tf.perm))])
                 n_var = len(t["transforms"])
                 rows["train"] += n_var * t["n_train"]

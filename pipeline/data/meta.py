@@ -43,19 +43,9 @@ class DatasetMeta:
 
     def make_task(self):
         """The ``hrm.tasks`` object that encoded this dataset (``render``, ``score``, ``decode``)."""
-        if self.task == "sudoku":
-            from hrm.tasks.sudoku import SudokuTask
+        from hrm.tasks import make_task
 
-            return SudokuTask(box=tuple(self.task_args["box"]))
-        if self.task == "maze":
-            from hrm.tasks.maze import MazeTask
-
-            return MazeTask(size=self.task_args["size"], min_path=self.task_args.get("min_path"))
-        if self.task == "arc":
-            from hrm.tasks.arc import ArcTask
-
-            return ArcTask()
-        raise ValueError(f"{self.path}: unknown task {self.task!r}")
+        return make_task(self.task, self.task_args)
 
     def split_dir(self, split: str) -> Path:
         if split not in SPLITS:

@@ -21,8 +21,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SCHEMA_COLUMNS = ("inputs", "labels", "puzzle_id", "group_id", "example_id")
-
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integer parts (e.g. ``seed, stream, chunk``): independent streams per chunk."""
