@@ -145,12 +145,16 @@ class HRM(nn.Module):
         data = {k: torch.where(h.view(-1, *([1] * (v.dim() - 1))), batch[k], v) for k, v in carry.batch.items()}
         return z_h, z_l, steps, data
 
+    def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+        """The Q-head's own decision to stop: q_halt > q_continue (HRM); q_halt > 0 (TRM learns no q_continue)."""
+        return q_halt > 0 if self.config.variant == "trm" else q_halt > q_continue
+
     def halt(self, steps: torch.Tensor, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
         """Which rows stop after this segment: M_max always; in training also by the Q-values, after exploration."""
         c = self.config
         halted = steps >= c.halt_max_steps
         if self.training and c.halt_max_steps > 1:
-            wants = q_halt > 0 if c.variant == "trm" else q_halt > q_continue
+            wants = self.wants_halt(q_halt, q_continue)
             explore = torch.rand_like(q_halt) < c.halt_exploration_prob
             min_steps = explore * torch.randint_like(steps, low=2, high=c.halt_max_steps + 1)
             halted = (halted | wants) & (steps >= min_steps)

@@ -41,7 +41,7 @@ def solve(model: HRM, task: Task, puzzles: list[str | np.ndarray], *, adaptive: 
     for step in range(1, M + 1):
         carry, out = model(carry, batch)
         carry.halted = torch.zeros_like(carry.halted)  # keep every row on its own puzzle
-        stop = ~done & ((out["q_halt"] > out["q_continue"]) if adaptive else torch.zeros_like(done))
+        stop = ~done & (model.wants_halt(out["q_halt"], out["q_continue"]) if adaptive else torch.zeros_like(done))
         if step == M:
             stop = ~done
         final[stop] = out["logits"].argmax(-1)[stop]

@@ -1,5 +1,5 @@
 """What a registered model does on a puzzle, segment by segment (notebooks/02_reasoning.ipynb): the grid it predicts
-after each ACT segment, which cells changed, and its halting Q-values (it halts where q_halt > q_continue)."""
+after each ACT segment, which cells changed, and its halting Q-values (where it halts: ``HRM.wants_halt``)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,7 @@ class Segment:
     changed: np.ndarray  # (seq_len,) bool: cells that differ from the previous segment's prediction
     q_halt: float
     q_continue: float
-
-    @property
-    def halts(self) -> bool:
-        return self.q_halt > self.q_continue
+    halts: bool  # the model's own decision to stop here (``HRM.wants_halt``)
 
 
 @dataclass
@@ -94,7 +91,8 @@ def trace(model, inputs: np.ndarray, label: np.ndarray | None = None, *, puzzle_
             carry.halted = torch.zeros_like(carry.halted)  # keep reasoning on the same puzzle
             tokens = out["logits"][0].argmax(-1).numpy().astype(np.uint8)
             changed = np.ones_like(tokens, bool) if previous is None else tokens != previous
-            segments.append(Segment(step, tokens, changed, float(out["q_halt"][0]), float(out["q_continue"][0])))
+            halts = bool(model.wants_halt(out["q_halt"], out["q_continue"])[0])
+            segments.append(Segment(step, tokens, changed, float(out["q_halt"][0]), float(out["q_continue"][0]), halts))
             previous = tokens
     return Trace(np.asarray(inputs, np.uint8), None if label is None else np.asarray(label, np.uint8), segments)
 

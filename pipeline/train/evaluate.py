@@ -32,9 +32,8 @@ def predict(model: HRM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {"preds": torch.stack(preds), "q_halt": torch.stack(q_halt), "q_continue": torch.stack(q_continue)}
 
 
-def halting_step(q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
-    """The 1-based step at which a trained model would halt (first q_halt > q_continue), M_max if never."""
-    wants = q_halt > q_continue  # (S, B)
+def halting_step(wants: torch.Tensor) -> torch.Tensor:
+    """The 1-based step at which a trained model would halt (its first ``wants_halt``, (S, B)), M_max if never."""
     S = wants.shape[0]
     first = torch.where(wants.any(0), wants.float().argmax(0), torch.full_like(wants[0], S - 1, dtype=torch.long))
     return first + 1
@@ -69,7 +68,7 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
         sums["exact_accuracy"] += final_exact.sum().item()
         sums["accuracy"] += (correct[-1].sum(-1) / mask.sum(-1).clamp_min(1)).sum().item()
         sums["q_halt_accuracy"] += ((out["q_halt"][-1] >= 0) == final_exact).sum().item()
-        sums["steps"] += halting_step(out["q_halt"], out["q_continue"]).sum().item()
+        sums["steps"] += halting_step(model.wants_halt(out["q_halt"], out["q_continue"])).sum().item()
         preds = out["preds"][-1].cpu().numpy()
         if arc_refs is not None:
             final_preds.append(preds.astype(np.uint8))

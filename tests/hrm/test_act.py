@@ -66,6 +66,23 @@ def test_trm_halts_on_positive_q_halt_only():
     assert "target_q_continue" not in out
 
 
+@pytest.mark.parametrize(("variant", "q", "adaptive_steps"), [
+    ("hrm", (1.0, 0.0), 1), ("hrm", (0.0, 1.0), 4),
+    ("trm", (0.5, 10.0), 1), ("trm", (-0.5, -10.0), 4),  # TRM: q_halt > 0, whatever q_continue says
+])
+def test_solve_stops_where_the_model_would_halt(variant, q, adaptive_steps):
+    from hrm.solve import solve
+    from hrm.tasks.sudoku import SudokuTask
+
+    task = SudokuTask((2, 2))
+    m = HRM(model_config("debug", vocab_size=task.vocab_size, seq_len=task.seq_len, halt_max_steps=4,
+                         **({"variant": "trm", "h_layers": 0} if variant == "trm" else {})))
+    set_q(m, *q)
+    puzzles = ["1.3.....2...4..1", "..4.4.....1...3."]
+    assert [s.steps for s in solve(m, task, puzzles)] == [adaptive_steps] * 2
+    assert [s.steps for s in solve(m, task, puzzles, adaptive=False)] == [4, 4]
+
+
 def test_exploration_respects_its_minimum():
     M = 5
     m = make(M=M, eps=1.0).train()

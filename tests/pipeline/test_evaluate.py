@@ -39,4 +39,4 @@ def test_arc_pass_at_k_oracle_and_corrupted(arc_rows):
 def test_halting_step_is_the_first_q_halt_win():
     q_halt = torch.tensor([[0.0, 1.0, -1.0], [2.0, 1.0, -1.0], [3.0, 1.0, -1.0]])  # (S, B)
     q_cont = torch.tensor([[1.0, 0.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
-    assert halting_step(q_halt, q_cont).tolist() == [2, 1, 3]
+    assert halting_step(q_halt > q_cont).tolist() == [2, 1, 3]
