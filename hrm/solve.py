@@ -15,7 +15,7 @@ from hrm.tasks.base import Task
 class Solution:
     solution: str  # rendered by the task
     tokens: np.ndarray  # (L,)
-    steps: int  # segments used: where the model halted (q_halt > q_continue), or M_max
+    steps: int  # segments used: where the model halted (``HRM.wants_halt``), or M_max
     confidence: float  # sigmoid(q_halt) at that step: the model's belief that its answer is right
 
 

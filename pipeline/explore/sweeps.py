@@ -53,6 +53,7 @@ def trials(tracking_uri: str, parent_run_id: str, metric: str = "eval/exact_accu
     from mlflow.tracking import MlflowClient
 
     from hrm.config import model_config
+    from pipeline.tune.report import depth as full_depth
     from pipeline.tune.report import segment_depth
 
     client = MlflowClient(tracking_uri)
@@ -64,11 +65,12 @@ def trials(tracking_uri: str, parent_run_id: str, metric: str = "eval/exact_accu
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         defaults = model_config(_value(params.get("flavour")) or "paper")
         depth = {k: int(_value(params.get(f"model.{k}")) or getattr(defaults, k)) for k in DEPTH_KEYS}
-        per_segment = segment_depth(replace(defaults, **depth))
+        m = replace(defaults, **depth)
+        per_segment = segment_depth(m)
         history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
         record = {"run_id": run.info.run_id, "trial": tags.get("trial_id", run.info.run_name),
                   "status": tags.get("tune.status", run.info.status), **depth, "per_segment": per_segment,
-                  "max_depth": depth["halt_max_steps"] * per_segment,
+                  "max_depth": full_depth(m),
                   "mean_segments": metrics.get("eval/steps"), "accuracy": metrics.get(metric),
                   "best_accuracy": max(history) if history else None}
         record["compute"] = None if record["mean_segments"] is None else record["mean_segments"] * per_segment
@@ -125,9 +127,9 @@ def plot_depth(table, metric_name: str = "exact accuracy"):
         first = part.iloc[0]
         axes[2].plot(part["depth"], part["accuracy"], marker="o", ms=3, alpha=0.8,
                      color=colours[(int(first["h_cycles"]), int(first["l_cycles"]))])
-    axes[0].set(xlabel="full depth: M_max × N × (T+1)", ylabel=f"best {metric_name}")
-    axes[1].set(xlabel="compute used: mean halting segment × N × (T+1)", ylabel=f"final {metric_name}")
-    axes[2].set(xlabel="depth after segment s: s × N × (T+1)", ylabel=f"{metric_name} after segment s")
+    axes[0].set(xlabel="full depth: M_max × N × T", ylabel=f"best {metric_name}")
+    axes[1].set(xlabel="compute used: mean halting segment × N × T", ylabel=f"final {metric_name}")
+    axes[2].set(xlabel="depth after segment s: s × N × T", ylabel=f"{metric_name} after segment s")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
