@@ -32,6 +32,17 @@ def predict(model: HRM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {"preds": torch.stack(preds), "q_halt": torch.stack(q_halt), "q_continue": torch.stack(q_continue)}
 
 
+def task_score_keys(task: Task, arrays: dict[str, np.ndarray]) -> list[str]:
+    """The task scorer's own metrics (besides exact), named from its score of the first row's answer."""
+    if not len(arrays["inputs"]):
+        return []
+    y0 = np.where(arrays["labels"][0] == IGNORE, 0, arrays["labels"][0])
+    return [k for k in task.score(y0, y0, arrays["inputs"][0]) if k != "exact"]
+
+
+ARC_PASS_AT = ("eval/pass_at_1", "eval/pass_at_2")  # ARC: voted over every variant of a task
+
+
 def halting_step(wants: torch.Tensor) -> torch.Tensor:
     """The 1-based step at which a trained model would halt (its first ``wants_halt``, (S, B)), M_max if never."""
     S = wants.shape[0]
@@ -47,8 +58,7 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
     """
     S = model.config.halt_max_steps
     # The same keys on every worker, even one without rows, so the all-reduce lines up.
-    y0 = np.where(arrays["labels"][0] == IGNORE, 0, arrays["labels"][0])
-    task_keys = [k for k in task.score(y0, y0, arrays["inputs"][0]) if k != "exact"]
+    task_keys = task_score_keys(task, arrays)
     sums: dict[str, float] = {k: 0.0 for k in ["count", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps"]}
     sums.update({f"task_{k}": 0.0 for k in task_keys})
     step_exact = torch.zeros(S, dtype=torch.float64)
@@ -114,4 +124,4 @@ def arc_pass_at_k(refs, arrays, idx, preds, q, world: int) -> dict[str, float]:
         if grid is not None:
             answers.setdefault(ref.task_id, {})[ref.test_index] = invert(grid, ref.transform)
     ordered = {tid: [outs[i] for i in sorted(outs)] for tid, outs in answers.items()}
-    return {f"eval/pass_at_{k}": pass_at_k(candidates, ordered, k=k).score for k in (1, 2)}
+    return {key: pass_at_k(candidates, ordered, k=int(key[-1])).score for key in ARC_PASS_AT}

@@ -112,18 +112,13 @@ def planned_reports(cfg: TrainConfig, meta) -> int:
 
 def reported_metrics(sweep: SweepConfig, base: TrainConfig, meta) -> list[str]:
     """The metrics every trial reports at each evaluation (per-step exact accuracy up to the smallest M_max)."""
-    import numpy as np
-
-    from hrm.loss import IGNORE
     from hrm.tasks import make_task
     from pipeline.data.loader import load_split
+    from pipeline.train.evaluate import ARC_PASS_AT, task_score_keys
 
-    arrays = load_split(base.data, "test", limit=1)
-    task_keys = []
-    if len(arrays["inputs"]):
-        y = np.where(arrays["labels"][0] == IGNORE, 0, arrays["labels"][0])
-        task = make_task(meta.task, meta.task_args)
-        task_keys = [f"eval/task_{k}" for k in task.score(y, y, arrays["inputs"][0]) if k != "exact"]
+    task = make_task(meta.task, meta.task_args)
+    task_keys = [f"eval/task_{k}" for k in task_score_keys(task, load_split(base.data, "test", limit=1))]
+    task_keys += list(ARC_PASS_AT) if meta.task == "arc" else []
     entry = sweep.space.get("model.halt_max_steps")
     halts = candidates(entry) if entry else [model_config(base.flavour, **base.model).halt_max_steps]
     steps = [f"eval/exact_accuracy_step_{s}" for s in range(1, int(min(halts)) + 1)]
