@@ -23,12 +23,12 @@ def tune(config: Path, sets: tuple[str, ...], resume: bool) -> None:
     from pipeline.tune.run import prepare_sweep, run_sweep
 
     try:
-        sweep = load_sweep_config(config, parse_sets(sets))
-        sweep = prepare_sweep(sweep, resume=resume, sweep_file=config).sweep  # every check needing no cluster
+        plan = prepare_sweep(load_sweep_config(config, parse_sets(sets)), resume=resume, sweep_file=config)
+        sweep = plan.sweep  # every check needing no cluster is done
     except ERRORS as err:
         raise click.ClickException(str(err)) from err
     try:
-        outcome = run_sweep(sweep, resume=resume, sweep_file=config)
+        outcome = run_sweep(sweep, resume=resume, sweep_file=config, plan=plan)
     except ERRORS as err:
         raise click.ClickException(str(err)) from err
     if outcome.interrupted:

@@ -143,14 +143,15 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
 
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | None = None,
-              callbacks: list | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep; ``callbacks`` are extra Ray Tune callbacks."""
+              callbacks: list | None = None, plan: Plan | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep; ``callbacks`` are extra Ray Tune callbacks; ``plan``: what ``prepare_sweep``
+    already made of it (else made here)."""
     from ray import tune
 
     from pipeline import tracking
     from pipeline.train.run import ephemeral_outputs
 
-    plan = prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
+    plan = plan or prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
     sweep, base, folder = plan.sweep, plan.base, plan.folder
     init_ray(dashboard=True)
     concurrent = check_cluster(plan)
