@@ -19,12 +19,13 @@ def block_flops_per_token(c: ModelConfig) -> float:
 
 
 def block_passes(c: ModelConfig, training: bool = True) -> int:
-    """Block evaluations in one training step: the segment, the Q-target segment, and the backward (×2)."""
+    """Block evaluations in one training step: the segment, the Q-target segment (q_target extra_segment only), and
+    the backward (×2)."""
     N, T = c.h_cycles, c.l_cycles
     if c.variant == "hrm":
         segment = N * T * c.l_layers + N * c.h_layers
         backward = 2 * (c.l_layers + c.h_layers)  # only the final f_L, f_H pair
-        extra = segment if training and c.halt_max_steps > 1 else 0
+        extra = segment if training and c.halt_max_steps > 1 and c.halt_target == "extra_segment" else 0
     else:  # TRM: one network; the last cycle (T L-steps + 1 H-step) is backpropagated
         segment = N * (T + 1) * c.l_layers
         backward = 2 * (T + 1) * c.l_layers

@@ -34,7 +34,13 @@ class ModelConfig:
     variant: Literal["hrm", "trm"] = "hrm"
     mlp_t: bool = False  # TRM: an MLP across positions in place of attention
     loss: Literal["stablemax", "softmax"] = "stablemax"
-    forward_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Target of the Q-continue head: one extra no-grad segment (the paper's), the next call's own forward on the
+    # same rows (lagged: no extra segment), or no continue head at all (halt on q_halt > 0). None: the variant's
+    # rule (HRM extra_segment, TRM none).
+    q_target: Literal["extra_segment", "lagged", "none"] | None = None
+    # "auto": chosen by the caller for its device (hrm.precision.resolve_dtype); a model built with "auto"
+    # unresolved computes in float32.
+    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     def __post_init__(self) -> None:
         problems = []
@@ -52,8 +58,18 @@ class ModelConfig:
             problems.append(f"halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
         if (self.hidden_size // self.num_heads) % 2:
             problems.append("head dimension must be even for RoPE")
+        if self.variant == "trm" and self.q_target not in (None, "none"):
+            problems.append(f"q_target {self.q_target!r} needs a Q-continue head: TRM trains q_halt only "
+                            "(leave q_target unset or 'none')")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def halt_target(self) -> str:
+        """The Q-continue target rule in force: q_target, or the variant's own (HRM extra_segment, TRM none)."""
+        if self.q_target is not None:
+            return self.q_target
+        return "none" if self.variant == "trm" else "extra_segment"
 
     @property
     def emb_dim(self) -> int:  # E

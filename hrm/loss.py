@@ -1,7 +1,7 @@
 """HRM's training objective: per-token cross-entropy (stablemax or softmax) plus the halting Q-losses, and metrics.
 
 lm = Σ_rows mean over labelled tokens of CE; q_halt = Σ BCE(q_halt, row exactly right);
-q_continue = Σ BCE(q_continue, target); total = lm + ½(q_halt + q_continue). The caller scales by 1/global_batch.
+q_continue = Σ BCE(q_continue, target) (lagged: over the rows that continued); total = lm + ½(q_halt + q_continue). The caller scales by 1/global_batch.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ def act_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, halted: tor
     lm = (LOSSES[loss](logits, labels) / divisor).sum()
     q_halt = F.binary_cross_entropy_with_logits(outputs["q_halt"], exact.to(outputs["q_halt"].dtype), reduction="sum")
     losses = {"lm_loss": lm, "q_halt_loss": q_halt}
-    if "target_q_continue" in outputs:
-        losses["q_continue_loss"] = F.binary_cross_entropy_with_logits(
-            outputs["q_continue"], outputs["target_q_continue"], reduction="sum")
+    if "target_q_continue" in outputs:  # lagged: the previous call's q_continue, only on the rows that continued
+        bce = F.binary_cross_entropy_with_logits(outputs.get("lagged_q_continue", outputs["q_continue"]),
+                                                 outputs["target_q_continue"], reduction="none")
+        mask = outputs.get("target_mask")
+        losses["q_continue_loss"] = (bce if mask is None else torch.where(mask, bce, 0)).sum()
     total = lm + 0.5 * (q_halt + losses.get("q_continue_loss", 0))
     with torch.no_grad():
         metrics = {

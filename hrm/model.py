@@ -8,6 +8,8 @@ Paper features, in the order this file implements them:
 - adaptive computation time: a carry across calls (deep supervision: one segment per call, each with its own loss),
   rows that halted restart from the fixed initial states z_H0 / z_L0 on a new example; halting by Q-learning with
   ε-exploration, the Q-continue target bootstrapped from one extra no-grad segment; evaluation runs M_max segments;
+- faster halting targets (``q_target``, not in the paper): ``lagged`` takes the Q-continue target from the next call's
+  own segment on the same rows instead of an extra one, ``none`` trains no continue head (halt on q_halt > 0);
 - TRM variant (Jolicoeur-Martineau 2025): one network serves as f_L and f_H, the last of N cycles is fully
   backpropagated, halting on q_halt > 0, no continue target.
 
@@ -39,13 +41,14 @@ class Carry:
     steps: torch.Tensor  # (B,) int32: segments run on the current example
     halted: torch.Tensor  # (B,) bool: the row takes a new example on the next call
     batch: Batch  # the example each row is working on
+    q_state: torch.Tensor | None = None  # (B, D) z_H at position 0, detached: the lagged Q-continue's input
 
 
 class HRM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
-        self.dtype = getattr(torch, c.forward_dtype)
+        self.dtype = torch.float32 if c.forward_dtype == "auto" else getattr(torch, c.forward_dtype)
         D, P = c.hidden_size, c.prefix_len
         self.embed_scale = math.sqrt(D)
 
@@ -132,9 +135,11 @@ class HRM(nn.Module):
         """A carry whose rows are all halted, so the first call starts every row on the batch's example."""
         B = batch["inputs"].shape[0]
         z = self.h_init.to(self.dtype).expand(B, self.config.seq_len + self.config.prefix_len, -1)
+        lagged = self.config.halt_target == "lagged"  # the same carry structure on every call (no recompiles)
         return Carry(z_h=z, z_l=z, steps=torch.zeros(B, dtype=torch.int32, device=z.device),
                      halted=torch.ones(B, dtype=torch.bool, device=z.device),
-                     batch={k: torch.zeros_like(v) for k, v in batch.items()})
+                     batch={k: torch.zeros_like(v) for k, v in batch.items()},
+                     q_state=torch.zeros_like(z[:, 0]) if lagged else None)
 
     def restart_halted(self, carry: Carry, batch: Batch):
         """Halted rows restart from z_H0 / z_L0 with step 0 on the new batch's row; the others keep theirs."""
@@ -146,8 +151,9 @@ class HRM(nn.Module):
         return z_h, z_l, steps, data
 
     def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
-        """The Q-head's own decision to stop: q_halt > q_continue (HRM); q_halt > 0 (TRM learns no q_continue)."""
-        return q_halt > 0 if self.config.variant == "trm" else q_halt > q_continue
+        """The Q-head's own decision to stop: q_halt > q_continue; q_halt > 0 where no continue head is trained
+        (TRM, q_target none)."""
+        return q_halt > 0 if self.config.halt_target == "none" else q_halt > q_continue
 
     def halt(self, steps: torch.Tensor, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
         """Which rows stop after this segment: M_max always; in training also by the Q-values, after exploration."""
@@ -160,10 +166,22 @@ class HRM(nn.Module):
             halted = (halted | wants) & (steps >= min_steps)
         return halted
 
-    def q_continue_target(self, z_h, z_l, data: Batch, last: torch.Tensor) -> torch.Tensor:
-        """sigmoid(q_halt′ if last step else max(q_halt′, q_continue′)), q′ from one extra no-grad segment."""
-        _, (_, next_halt, next_continue) = self.reason(z_h, z_l, data)
-        return torch.sigmoid(torch.where(last, next_halt, torch.maximum(next_halt, next_continue)))
+    def q_continue_target(self, z_h, z_l, data: Batch, last: torch.Tensor) -> dict[str, torch.Tensor]:
+        """extra_segment: sigmoid(q_halt′ if last step else max(q_halt′, q_continue′)), q′ from one extra no-grad
+        segment on the carry."""
+        with torch.no_grad():
+            _, (_, next_halt, next_continue) = self.reason(z_h, z_l, data)
+            return {"target_q_continue": torch.sigmoid(torch.where(last, next_halt,
+                                                                   torch.maximum(next_halt, next_continue)))}
+
+    def lagged_q_continue_target(self, carry: Carry, q_halt, q_continue) -> dict[str, torch.Tensor]:
+        """lagged: the rows that continue from the previous call (not halted there) take this call's
+        sigmoid(max(q_halt, q_continue)) as the target of the previous call's q_continue, recomputed from its
+        stored z_H[0] by the current Q-head (gradient into the Q-head only). Restarted rows have no target."""
+        previous = carry.q_state if carry.q_state is not None else torch.zeros_like(carry.z_h[:, 0])  # (B, D)
+        return {"lagged_q_continue": self.q_head(previous).float()[:, 1],  # (B,)
+                "target_q_continue": torch.sigmoid(torch.maximum(q_halt, q_continue)).detach(),
+                "target_mask": ~carry.halted}
 
     def forward(self, carry: Carry, batch: Batch) -> tuple[Carry, dict[str, torch.Tensor]]:
         """One ACT step: one segment on every row, then the halting decision. Returns the new carry and outputs."""
@@ -174,10 +192,13 @@ class HRM(nn.Module):
         with torch.no_grad():
             steps = steps + 1
             halted = self.halt(steps, q_halt, q_continue)
-            if self.training and self.config.variant == "hrm" and self.config.halt_max_steps > 1:
-                outputs["target_q_continue"] = self.q_continue_target(
-                    z_h, z_l, data, last=steps >= self.config.halt_max_steps)
-        return Carry(z_h=z_h, z_l=z_l, steps=steps, halted=halted, batch=data), outputs
+        rule = self.config.halt_target if self.training and self.config.halt_max_steps > 1 else "none"
+        if rule == "extra_segment":
+            outputs.update(self.q_continue_target(z_h, z_l, data, last=steps >= self.config.halt_max_steps))
+        elif rule == "lagged":
+            outputs.update(self.lagged_q_continue_target(carry, q_halt, q_continue))
+        return Carry(z_h=z_h, z_l=z_l, steps=steps, halted=halted, batch=data,
+                     q_state=z_h[:, 0] if rule == "lagged" else None), outputs
 
     def num_parameters(self) -> int:
         table = self.puzzle_emb.weight.numel() if self.puzzle_emb is not None else 0

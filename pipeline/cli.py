@@ -18,14 +18,36 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--flavour", default="debug", show_default=True, help="Model flavour (hrm.config.FLAVOURS).")
 def info(flavour: str) -> None:
-    """Print a model flavour's config and size."""
+    """Print a model flavour's config and size, and this machine as a bug report needs it."""
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
     from hrm.config import model_config, to_dict
     from hrm.model import HRM
+    from hrm.precision import cpu_capability, cpu_name, resolve_dtype
+
+    def package(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
 
     cfg = model_config(flavour)
-    for key, value in to_dict(cfg).items():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype, reason = resolve_dtype(cfg.forward_dtype, device)
+    lines: dict[str, object] = {**to_dict(cfg), "parameters": f"{HRM(cfg).num_parameters():,}", "device": device}
+    if device == "cuda":
+        lines["gpu"] = torch.cuda.get_device_name()
+    lines.update({"cpu": cpu_name(), "cpu capability": cpu_capability(), "resolved forward_dtype": dtype,
+                  "forward_dtype reason": reason, "torch threads": torch.get_num_threads(),
+                  "cpu count": os.cpu_count(), "platform": platform.platform(),
+                  "python": platform.python_version(), "torch": torch.__version__,
+                  "ray": package("ray"), "mlflow": package("mlflow")})
+    for key, value in lines.items():
         click.echo(f"{key:24} {value}")
-    click.echo(f"{'parameters':24} {HRM(cfg).num_parameters():,}")
 
 
 def _register() -> None:

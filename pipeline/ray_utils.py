@@ -14,9 +14,16 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
 
     ``dashboard=True`` (what Tune needs: Train's placement-group cleaner asks the dashboard whether a trial's run is
     alive, and frees the workers of a trial stopped early) starts a local Ray's dashboard on a free port and tells
-    the workers where it is, which they cannot guess while other Ray instances run on the machine."""
+    the workers where it is, which they cannot guess while other Ray instances run on the machine.
+
+    Sets this driver's output up first (pipeline.progress): progress bars in a terminal, else a few plain lines
+    (no Ray Data bars or INFO lines); ``$HRM_PROGRESS=bar|lines`` decides instead, and a local Ray's processes
+    inherit the decision."""
     import ray
 
+    from pipeline.progress import setup_driver_output
+
+    setup_driver_output()
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -24,6 +31,10 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
         log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
         ray.init(log_to_driver=True)  # num_cpus may not be given when joining
         return
+    # Ray starts its workers at nice 15, below its own daemons: on a small machine the training worker then loses
+    # its cores to them at every tick, and torch's threads wait for the slowest (bench/NOTES.md). The embedded Ray
+    # runs the user's own job: its workers get the priority of the command that started it.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     extra = {}
     if dashboard:
         port = free_port()

@@ -31,6 +31,27 @@ class RunLogger:
         batch = [Metric(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params that are known only on a worker (e.g. ``resolved.forward_dtype``). MLflow params cannot change:
+        when a resumed run has logged another value before (resumed on other hardware), the first value stays, the
+        new one goes to the tag ``<key>.resumed`` and a warning is logged."""
+        from mlflow.exceptions import MlflowException
+
+        for key, value in params.items():
+            try:
+                self.client.log_param(self.run_id, key, str(value))
+            except MlflowException:
+                before = self.client.get_run(self.run_id).data.params.get(key)
+                if before is None or before == str(value):
+                    raise
+                log.warning("run %s logged %s = %s before; now %s (kept in the tag %s.resumed)", self.run_id, key,
+                            before, value, key)
+                self.client.set_tag(self.run_id, f"{key}.resumed", str(value))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
               artifacts: list[Path]) -> str:

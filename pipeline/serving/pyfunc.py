@@ -54,11 +54,15 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
 
         from hrm.config import ModelConfig, from_dict
         from hrm.model import HRM
+        from hrm.precision import resolve_dtype
         from hrm.tasks import make_task
 
         folder = Path(context.artifacts["export"])
         info = json.loads((folder / "model.json").read_text())
-        config = {**info["model"], "forward_dtype": "float32"}  # served on CPU
+        # Served on CPU, in the dtype that suits this host whatever the model was trained in (bfloat16 on a GPU
+        # would be emulated, many times slower, on a CPU without native bfloat16).
+        dtype, _ = resolve_dtype("auto", "cpu")
+        config = {**info["model"], "forward_dtype": dtype}
         self.model = HRM(from_dict(ModelConfig, config, where="model.json")).eval()
         self.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
         self.task = make_task(info["task"], info.get("task_args"))

@@ -7,6 +7,7 @@ state, the non-finite streak) and the export pair ``model.pt`` (weights to serve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,13 @@ def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, rank:
 
 
 def load_export(folder: Path, map_location: str = "cpu") -> tuple[HRM, dict[str, Any]]:
-    """The served model of a checkpoint (or MLflow artifact) folder, in eval mode, and its info."""
+    """The served model of a checkpoint (or MLflow artifact) folder, in eval mode, and its info; it computes in the
+    dtype ``auto`` chooses for ``map_location``, whatever it was trained in (bfloat16 on a GPU is emulated, and
+    slow, on many CPUs)."""
+    from hrm.precision import resolve_dtype
+
     info = json.loads((Path(folder) / "model.json").read_text())
-    model = HRM(from_dict(ModelConfig, info["model"], where="model.json"))
+    config = from_dict(ModelConfig, info["model"], where="model.json")
+    model = HRM(dataclasses.replace(config, forward_dtype=resolve_dtype("auto", map_location)[0]))
     model.load_state_dict(torch.load(Path(folder) / "model.pt", map_location=map_location, weights_only=True))
     return model.eval(), info

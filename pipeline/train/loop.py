@@ -37,12 +37,16 @@ def all_reduce_sum(params: list[torch.nn.Parameter]) -> None:
         offset += g.numel()
 
 
-def build_model(cfg: TrainConfig, meta, device: torch.device) -> HRM:
-    dtype = "bfloat16" if device.type == "cuda" else "float32"
+def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]:
+    """The worker's HRM on ``device``, computing in the configured forward_dtype with ``auto`` resolved for
+    ``device`` (hrm.precision), and the reason for that dtype."""
+    from hrm.precision import resolve_dtype
+
     overrides = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
-                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, "forward_dtype": dtype, **cfg.model}
+                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, **cfg.model}
+    dtype, reason = resolve_dtype(model_config(cfg.flavour, **overrides).forward_dtype, device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-    return HRM(model_config(cfg.flavour, **overrides)).to(device)
+    return HRM(model_config(cfg.flavour, **{**overrides, "forward_dtype": dtype})).to(device), reason
 
 
 class MetricLog:
@@ -90,7 +94,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.scaling.torch_threads)
     meta = read_metadata(data_path)
     task = make_task(meta.task, meta.task_args)
-    model = build_model(cfg, meta, device).train()
+    model, dtype_reason = build_model(cfg, meta, device)
+    model.train()
+    if rank == 0:
+        run = RunLogger(config["tracking_uri"], config["run_id"])
+        run.log_params({"resolved.forward_dtype": model.config.forward_dtype})
+        run.set_tags({"resolved.forward_dtype.reason": dtype_reason})
     opt = build_optimizers(model, cfg.optim)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
@@ -105,7 +114,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     compile_ = cfg.compile if cfg.compile is not None else device.type == "cuda"
     forward = torch.compile(model) if compile_ else model
-    quiet_data_stream()
+    quiet_data_stream(config.get("progress"))
     shard = ray.train.get_dataset_shard("train")
     batches = GlobalBatches(lambda epoch: shard.iter_batches(batch_size=4096, batch_format="numpy"),
                             global_batch=cfg.global_batch_size, rank=rank, world=world, seed=cfg.seed,
@@ -118,7 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     eval_arrays = load_split(data_path, "test", limit=cfg.eval_limit)
     arc_refs = arc_test_refs(meta, eval_arrays["puzzle_ids"]) if meta.task == "arc" else None
     logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
-    bar = _progress(total_steps, position.step) if rank == 0 else None
+    bar = _progress(total_steps, position.step, config.get("progress")) if rank == 0 else None
 
     reduce = all_reduce_sum if world > 1 else None
     metrics_log = MetricLog()
@@ -153,20 +162,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics_log.add(metrics)
             position.step += 1
             position.epoch, position.batch_in_epoch = epoch, index + 1
-            if bar is not None:
-                bar.update(1)
             done = position.step >= total_steps
             if position.step % cfg.log_interval == 0 or done:
                 train_metrics = metrics_log.read(world)
                 train_metrics["train/lr"] = opt.adam.param_groups[0]["lr"]
                 if logger is not None:
                     logger.log(train_metrics, position.step)
+                if bar is not None:
+                    bar.set_metrics(train_metrics)
                 if cfg.early_stop_train_exact is not None:
                     above = train_metrics["train/exact_accuracy"] >= cfg.early_stop_train_exact
                     saturated = saturated + 1 if above else 0
                     if saturated >= cfg.early_stop_patience:
                         log.info("train exact accuracy saturated at step %d: stopping early", position.step)
                         done = True
+            if bar is not None:
+                bar.update(1)
             if position.step % cfg.eval_interval == 0 or done:
                 _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, arc_refs, device,
                                          rank, world, logger, meta, started)
@@ -202,12 +213,16 @@ def _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, 
         ray.train.report(metrics, checkpoint=ckpt)
 
 
-def quiet_data_stream() -> None:
-    """The training stream re-runs every epoch: keep its progress bars and INFO lines out of the display."""
-    import ray.data
+def quiet_data_stream(mode: str | None = None) -> None:
+    """The training stream re-runs every epoch: keep its progress bars and INFO lines out of the display (the
+    stream's own bars are off already: make_trainer turns them off in the Dataset's context, which travels with it).
+    In ``lines`` mode also Ray Train's INFO lines of this worker (a metrics dump and a checkpoint line at every
+    report); its warnings and the controller's lines (worker group, failures and retries) still show."""
+    from pipeline.progress import quiet_console, quiet_ray_data
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    quiet_ray_data()
+    if mode == "lines":
+        quiet_console("ray.train", logging.WARNING)
 
 
 def _inject_fault(fault: dict[str, Any] | None, rank: int, step: int) -> None:
@@ -223,13 +238,12 @@ def _inject_fault(fault: dict[str, Any] | None, rank: int, step: int) -> None:
     raise RuntimeError(f"injected failure at step {step}")
 
 
-def _progress(total: float, initial: int):
-    from ray.experimental import tqdm_ray
+def _progress(total: float, initial: int, mode: str | None):
+    """Rank 0's training progress: a Ray progress bar (``mode`` "bar", the driver is in a terminal) or a log line
+    every ~10% of the steps ("lines"); both take ``update(n)``, ``set_metrics(train_metrics)`` and ``close()``."""
+    from pipeline.progress import make_progress
 
-    bar = tqdm_ray.tqdm(total=int(total), desc="train steps")
-    if initial:
-        bar.update(initial)
-    return bar
+    return make_progress(mode, int(total), initial)
 
 
 

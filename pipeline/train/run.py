@@ -102,15 +102,19 @@ def make_trainer(cfg: TrainConfig, data_path: Path, uri: str, run_id: str, *, ca
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.data.loader import read_split
+    from pipeline.progress import progress_mode, quiet_ray_data, quiet_stream
     from pipeline.train.loop import train_loop_per_worker
 
+    progress = progress_mode()  # the workers' stdout is never a TTY: the driver decides for them
+    if progress == "lines":
+        quiet_ray_data()  # reading the split here (in a Tune trial's process too) logs no INFO lines
     folder = run_folder(cfg)
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": to_dict(cfg), "data_path": str(data_path), "tracking_uri": uri, "run_id": run_id,
-                           "fault": fault},
+                           "fault": fault, "progress": progress},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -119,7 +123,7 @@ def make_trainer(cfg: TrainConfig, data_path: Path, uri: str, run_id: str, *, ca
                                                checkpoint_score_attribute=cfg.checkpoint_metric,
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
-        datasets={"train": read_split(data_path, "train")},
+        datasets={"train": quiet_stream(read_split(data_path, "train"))},  # no bars on the stream, every epoch
         dataset_config=DataConfig(datasets_to_split=[]),  # every worker reads the same stream (see batches.py)
     )
 

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 FIXED = ("name", "data", "storage_path", "tracking", "scaling")  # set by the sweep, not searched
-DATA_SIZED = ("vocab_size", "seq_len", "num_puzzle_identifiers", "forward_dtype")  # set from the dataset / device
+# Not searched: set from the dataset, or (forward_dtype) resolved for each trial's device (hrm.precision) unless
+# the base config fixes it.
+DATA_SIZED = ("vocab_size", "seq_len", "num_puzzle_identifiers", "forward_dtype")
 MAX_COMBINATIONS = 512  # combinations of discrete values checked together (contradictions between keys)
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -74,6 +76,9 @@ def check_key(key: str, where: str = "space") -> None:
     if parts[0] == "model":
         if len(parts) != 2 or parts[1] not in _MODEL_FIELDS:
             raise ValueError(f"{where}: {key!r} is not a model field; allowed: {sorted(_MODEL_FIELDS)}")
+        if parts[1] == "forward_dtype":
+            raise ValueError(f"{where}: {key!r} is resolved for each trial's device (auto), not searched; set it in "
+                             "the base config to fix it")
         if parts[1] in DATA_SIZED:
             raise ValueError(f"{where}: {key!r} is set from the dataset, not searched")
         return

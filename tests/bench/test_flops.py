@@ -20,3 +20,8 @@ def test_paper_step_is_64_block_passes_and_27_5_tflop_of_linears():
 def test_trm_has_no_extra_segment():
     c = model_config("trm", vocab_size=11, seq_len=81)  # N 3, T 6, 2 layers: 3·7·2 forward + 2·7·2 backward
     assert block_passes(c) == 42 + 28
+
+
+@pytest.mark.parametrize("q_target, passes", [("extra_segment", 64), ("lagged", 40), ("none", 40)])
+def test_only_the_extra_segment_rule_pays_for_a_second_segment(q_target, passes):
+    assert block_passes(model_config("paper", q_target=q_target)) == passes  # 24 forward + 16 backward (+ 24)

@@ -47,7 +47,8 @@ def dataset(workdir, ray_session):
 
 def config(workdir, dataset, name, **overrides):
     base = {"name": name, "data": str(dataset), "storage_path": str(workdir / "runs"), "flavour": "debug",
-            "model": {"halt_max_steps": 2, "halt_exploration_prob": 0.0}, "global_batch_size": 8,
+            "model": {"halt_max_steps": 2, "halt_exploration_prob": 0.0, "forward_dtype": "float32"},
+            "global_batch_size": 8,
             "max_steps": 6, "eval_interval": 3, "log_interval": 1, "eval_limit": 16, "eval_samples": 2,
             "optim": {"lr": 1e-3, "lr_warmup_steps": 2, "lr_min_ratio": 0.1},
             "tracking": {"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "tests",
@@ -89,6 +90,8 @@ def test_mlflow_holds_run_metrics_model_and_alias(one_worker):
     run = client.get_run(out.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["global_batch_size"] == "8" and run.data.params["model.halt_max_steps"] == "2"
+    assert run.data.params["resolved.forward_dtype"] == "float32"  # set in the config: it wins over auto
+    assert run.data.tags["resolved.forward_dtype.reason"] == "set in the config"
     assert "eval/exact_accuracy" in run.data.metrics and "eval/exact_accuracy_step_2" in run.data.metrics
     assert {a.path for a in client.list_artifacts(out.run_id)} >= {"train_config.json", "eval_samples.png"}
     lr = history(cfg, out.run_id, "train/lr")
@@ -106,6 +109,7 @@ def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
 
     from hrm.config import ModelConfig
     from hrm.model import HRM
+    from hrm.precision import resolve_dtype
     from hrm.solve import solve
     from hrm.tasks.sudoku import SudokuTask
     from pipeline.data.loader import load_split
@@ -122,7 +126,8 @@ def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
     assert list(answers.columns) == ["solution", "steps", "confidence"] and len(answers) == 4
 
     info = json.loads((out.checkpoint / "model.json").read_text())
-    reference = HRM(from_dict(ModelConfig, {**info["model"], "forward_dtype": "float32"}))
+    served_dtype = resolve_dtype("auto", "cpu")[0]  # the pyfunc computes in this host's choice
+    reference = HRM(from_dict(ModelConfig, {**info["model"], "forward_dtype": served_dtype}))
     reference.load_state_dict(torch.load(out.checkpoint / "model.pt", weights_only=True))
     expected = solve(reference, task, puzzles + puzzles[:1])
     assert list(answers["solution"]) == [e.solution for e in expected]

@@ -90,3 +90,16 @@ def test_a_submitted_job_is_warned_of_outputs_in_its_temporary_working_dir(tmp_p
     assert ephemeral_outputs(job, "/mnt/shared/runs", "http://mlflow:5000") == []
     assert ephemeral_outputs(job, "/mnt/shared/runs", "sqlite:////mnt/shared/mlflow.db") == []
     assert ephemeral_outputs(tmp_path, "runs", f"sqlite:///{tmp_path / 'mlflow.db'}") == []  # not a submitted job
+
+
+def test_no_run_file_pins_a_dtype():
+    """Every run file leaves forward_dtype to `auto` (bfloat16 only where the device multiplies it natively)."""
+    from pathlib import Path
+
+    import yaml
+
+    files = sorted((Path(__file__).resolve().parents[2] / "pipeline" / "configs").glob("*.yaml"))
+    assert len(files) > 10
+    for path in files:
+        text = yaml.safe_load(path.read_text())
+        assert "forward_dtype" not in json.dumps(text), path.name

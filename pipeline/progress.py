@@ -1,0 +1,237 @@
+"""How progress is shown: bars in a terminal, a few plain log lines anywhere else (a file, CI, ``ray job logs``).
+
+The driver (the ``hrm`` process) decides once, from its stdout, or from ``HRM_PROGRESS=bar|lines``
+(:func:`progress_mode`), and passes the mode on: to the training workers in the trainer's ``train_loop_config``,
+and to the processes of a local Ray through the environment (:func:`setup_driver_output`, called by ``init_ray``).
+In ``lines`` mode Ray Data's progress bars and INFO lines are kept off the console (they stay in Ray's log files),
+and training progress is one log line every ~10% of the steps (:class:`StepLines`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "HRM_PROGRESS"
+MODES = ("bar", "lines")
+# Ray Data's notice that its bars are off: noise when we turned them off on purpose.
+_RAY_DATA_BARS_OFF = "Progress bars disabled"
+
+
+def progress_mode(stream: TextIO | None = None) -> str:
+    """``"bar"`` or ``"lines"``: ``$HRM_PROGRESS`` when set to one of them, else bars only when ``stream``
+    (default stdout) is a terminal."""
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if value in MODES:
+        return value
+    if value:
+        log.warning("%s=%r is neither of %s: ignored", ENV_VAR, value, "/".join(MODES))
+    stream = sys.stdout if stream is None else stream
+    try:
+        return "bar" if stream.isatty() else "lines"
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return "lines"
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m07s``, ``2h05m``; ``?`` when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def crossed(before: int, after: int, total: int, parts: int = 10) -> bool:
+    """Whether going from step ``before`` to step ``after`` (of ``total``) passes a ``1/parts`` mark; the last
+    step always does. With fewer than ``parts`` steps every step is a mark."""
+    if total <= 0 or after <= before:
+        return False
+    if after >= total:
+        return True
+    return after * parts // total > before * parts // total
+
+
+# train metrics shown on a progress line, and their short names
+SHOWN = (("train/lm_loss", "loss", ".4g"), ("train/accuracy", "acc", ".3f"), ("train/exact_accuracy", "exact", ".3f"))
+
+
+class StepLines:
+    """Training progress as log lines, one each ~10% of the steps and one at the end: step k/N, elapsed, rate,
+    ETA and the latest train metrics. ``emit`` receives each line (default: an INFO log line).
+
+    The rate is measured from the first step on, so that the start (the data stream's, compilation) does not skew
+    the ETA; the elapsed time counts from the display's creation."""
+
+    def __init__(self, total: int, initial: int = 0, *, parts: int = 10, label: str = "train step",
+                 emit: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.total, self.step, self.parts, self.label = int(total), int(initial), parts, label
+        self.emit = emit or (lambda line: log.info("%s", line))
+        self.clock = clock
+        self.initial, self.started = self.step, clock()
+        self.first: tuple[int, float] | None = None  # (step, time) at the first update
+        self.metrics: dict[str, float] = {}
+        self.last_emitted = self.step
+
+    def set_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Remember the latest train metrics (keys as logged: ``train/lm_loss``, ...) for the next line."""
+        self.metrics = {k: float(metrics[k]) for k, _, _ in SHOWN if k in metrics}
+
+    def update(self, n: int = 1) -> str | None:
+        """Advance ``n`` steps; returns the line when one was emitted."""
+        before, self.step = self.step, self.step + n
+        if self.first is None:
+            self.first = (self.step, self.clock())
+        if crossed(before, self.step, self.total, self.parts):
+            return self._emit()
+        return None
+
+    def close(self) -> str | None:
+        """A last line when the run stopped (early, or failed over) after the last line emitted."""
+        if self.step > self.last_emitted:
+            return self._emit()
+        return None
+
+    def line(self) -> str:
+        now = self.clock()
+        elapsed = now - self.started
+        rate = math.nan
+        if self.first is not None:
+            first_step, first_time = self.first
+            if self.step > first_step and now > first_time:
+                rate = (self.step - first_step) / (now - first_time)
+            elif elapsed > 0:  # one update so far: its steps over the whole time
+                rate = (first_step - self.initial) / elapsed
+        eta = (self.total - self.step) / rate if rate > 0 else math.nan
+        pct = 100 * self.step / self.total if self.total else 100.0
+        parts = [f"{self.label} {self.step}/{self.total} ({pct:.0f}%)", f"{format_duration(elapsed)} elapsed",
+                 _rate(rate), f"ETA {format_duration(eta) if self.step < self.total else '0s'}"]
+        parts += [f"{short} {self.metrics[k]:{spec}}" for k, short, spec in SHOWN if k in self.metrics]
+        return " | ".join(parts)
+
+    def _emit(self) -> str:
+        text = self.line()
+        self.last_emitted = self.step
+        self.emit(text)
+        return text
+
+
+def _rate(per_second: float) -> str:
+    if not per_second > 0:
+        return "? steps/s"
+    if per_second >= 1:
+        return f"{per_second:.3g} steps/s"
+    return f"{1 / per_second:.3g} s/step"
+
+
+class RayBar:
+    """A Ray progress bar (``ray.experimental.tqdm_ray``: drawn by the driver) with :class:`StepLines`'s methods;
+    the latest train loss goes in its description."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "train steps"):
+        from ray.experimental import tqdm_ray
+
+        self.desc = desc
+        self.bar = tqdm_ray.tqdm(total=int(total), desc=desc)
+        if initial:
+            self.bar.update(initial)
+
+    def set_metrics(self, metrics: Mapping[str, Any]) -> None:
+        if "train/lm_loss" in metrics:
+            self.bar.set_description(f"{self.desc} (loss {float(metrics['train/lm_loss']):.4g})")
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def make_progress(mode: str | None, total: int, initial: int = 0):
+    """The training progress display of ``mode`` (``None``: decided here, see :func:`progress_mode`)."""
+    mode = mode or progress_mode()
+    return RayBar(total, initial) if mode == "bar" else StepLines(total, initial)
+
+
+class _QuietBelow(logging.Filter):
+    """On a console handler: drop the records of package ``name`` below ``level`` and those whose message starts
+    with one of ``drop``. A record is the package's when its logger is ``name`` or a child, or when it was logged
+    from a file under ``where`` (the package's folder: some modules name their logger by file path)."""
+
+    def __init__(self, name: str, level: int, drop: tuple[str, ...] = (), where: str | None = None):
+        super().__init__()
+        self.prefix, self.level, self.drop, self.where = name, level, drop, where
+
+    def ours(self, record: logging.LogRecord) -> bool:
+        return (record.name == self.prefix or record.name.startswith(self.prefix + ".")
+                or bool(self.where and record.pathname.startswith(self.where)))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.ours(record):
+            return True
+        if record.levelno < self.level:
+            return False
+        return not (self.drop and record.getMessage().startswith(self.drop))
+
+
+def _consoles(logger: logging.Logger) -> list[logging.Handler]:
+    return [h for h in logger.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+def quiet_console(name: str, level: int = logging.WARNING, drop: tuple[str, ...] = ()) -> None:
+    """Keep package ``name``'s log records below ``level`` off the console handlers (its own and the root
+    logger's); file handlers (Ray's session logs) keep everything. Idempotent."""
+    module = sys.modules.get(name)
+    init = getattr(module, "__file__", None) or ""
+    where = os.path.dirname(init) + os.sep if init.endswith("__init__.py") else None
+    seen: set[int] = set()
+    for handler in _consoles(logging.getLogger(name)) + _consoles(logging.getLogger()):
+        if id(handler) in seen:
+            continue
+        seen.add(id(handler))
+        if not any(isinstance(f, _QuietBelow) and f.prefix == name for f in handler.filters):
+            handler.addFilter(_QuietBelow(name, level, drop, where))
+
+
+def quiet_ray_data() -> None:
+    """This process's Ray Data: no progress bars (Datasets made from now on copy the setting) and no INFO lines on
+    the console; warnings and errors still show."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_console("ray.data", logging.WARNING, drop=(_RAY_DATA_BARS_OFF,))
+
+
+def quiet_stream(dataset):
+    """``dataset`` without progress bars wherever it runs (a training stream re-runs every epoch); returns it.
+
+    A Dataset carries the DataContext copied when it was made, so the setting travels with it to the workers."""
+    dataset.context.enable_progress_bars = False
+    return dataset
+
+
+def setup_driver_output(mode: str | None = None) -> str:
+    """Decide the progress mode of this driver (see :func:`progress_mode`) and set its output up; returns it.
+
+    Records the mode in ``$HRM_PROGRESS`` so that the processes of a Ray started from here (e.g. Tune trials, which
+    build their own trainers) follow it. In ``lines`` mode: Ray Data without bars or INFO lines on the console, and
+    no MLflow artifact download bars."""
+    mode = mode or progress_mode()
+    os.environ[ENV_VAR] = mode
+    if mode == "lines":
+        quiet_ray_data()
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return mode

@@ -1,0 +1,192 @@
+"""pipeline.progress without Ray: which mode, when a progress line is due, what it says, and the console filter.
+The whole non-terminal output of a real run is checked by tests/pipeline/test_demo.py."""
+
+import io
+import logging
+import math
+
+import pytest
+
+from pipeline import progress
+from pipeline.progress import StepLines, crossed, format_duration, progress_mode, quiet_console
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def lines_of(total, initial=0, steps=None, **kwargs):
+    emitted = []
+    bar = StepLines(total, initial, emit=emitted.append, clock=Clock(), **kwargs)
+    for _ in range(total - initial if steps is None else steps):
+        bar.update(1)
+    return bar, emitted
+
+
+def test_mode_follows_stdout_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv("HRM_PROGRESS", raising=False)
+    assert progress_mode(FakeTTY()) == "bar"
+    assert progress_mode(io.StringIO()) == "lines"
+    assert progress_mode(object()) == "lines"  # no isatty at all
+    monkeypatch.setenv("HRM_PROGRESS", "lines")
+    assert progress_mode(FakeTTY()) == "lines"
+    monkeypatch.setenv("HRM_PROGRESS", " BAR ")
+    assert progress_mode(io.StringIO()) == "bar"
+
+
+def test_an_unknown_mode_is_ignored_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("HRM_PROGRESS", "fancy")
+    with caplog.at_level(logging.WARNING, logger="pipeline.progress"):
+        assert progress_mode(FakeTTY()) == "bar"
+    assert "HRM_PROGRESS='fancy'" in caplog.text
+
+
+def test_driver_setup_records_the_mode_for_the_processes_it_starts(monkeypatch):
+    monkeypatch.setenv("HRM_PROGRESS", "")  # restored (removed) after the test, whatever setup writes
+    monkeypatch.setattr(progress, "quiet_ray_data", lambda: None)  # that part needs Ray Data; see test_demo
+    assert progress.setup_driver_output("bar") == "bar"
+    assert progress.progress_mode(io.StringIO()) == "bar"
+
+
+@pytest.mark.parametrize("total", [1, 3, 7, 10, 11, 19, 20, 99, 100, 101, 800, 12345])
+def test_a_line_at_the_first_step_past_each_tenth(total):
+    _, emitted = lines_of(total)
+    steps = [int(line.split()[2].split("/")[0]) for line in emitted]
+    expected = [math.ceil(total * k / 10) for k in range(1, 11)] if total >= 10 else list(range(1, total + 1))
+    assert steps == expected and steps[-1] == total
+
+
+def test_crossed_marks():
+    assert [k for k in range(1, 101) if crossed(k - 1, k, 100)] == list(range(10, 101, 10))
+    assert [k for k in range(1, 26) if crossed(k - 1, k, 25)] == [3, 5, 8, 10, 13, 15, 18, 20, 23, 25]
+    assert crossed(0, 5, 3)  # past the end
+    assert not crossed(4, 4, 100) and not crossed(0, 1, 0)
+    assert crossed(0, 55, 100)  # several marks in one update: one line
+
+
+def test_line_reads_step_time_rate_eta_and_metrics():
+    emitted = []
+    clock = Clock()
+    bar = StepLines(100, emit=emitted.append, clock=clock)
+    clock.now += 30  # the start: the data stream, compilation
+    bar.update(1)
+    bar.set_metrics({"train/lm_loss": 1.23456, "train/accuracy": 0.5, "train/exact_accuracy": 0.125,
+                     "train/lr": 1e-3})
+    for _ in range(9):
+        clock.now += 2
+        bar.update(1)
+    assert emitted == ["train step 10/100 (10%) | 48s elapsed | 2 s/step | ETA 3m00s | loss 1.235 | acc 0.500 | "
+                       "exact 0.125"]
+    for _ in range(10):
+        clock.now += 0.25
+        bar.update(1)
+    assert emitted[-1].startswith("train step 20/100 (20%) | 50s elapsed | 1.08 s/step | ETA 1m26s | loss 1.235")
+
+
+def test_first_line_rate_and_unknowns():
+    emitted = []
+    clock = Clock()
+    bar = StepLines(5, emit=emitted.append, clock=clock)
+    clock.now += 4
+    bar.update(1)
+    assert emitted == ["train step 1/5 (20%) | 4s elapsed | 4 s/step | ETA 16s"]
+    bar = StepLines(5, emit=emitted.append, clock=Clock())  # no time passed: rate unknown
+    bar.update(1)
+    assert emitted[-1] == "train step 1/5 (20%) | 0s elapsed | ? steps/s | ETA ?"
+
+
+def test_resumed_run_counts_from_where_it_was():
+    bar, emitted = lines_of(100, initial=45)
+    assert [line.split()[2] for line in emitted] == ["50/100", "60/100", "70/100", "80/100", "90/100", "100/100"]
+    assert bar.close() is None  # the end had its line
+
+
+def test_close_reports_an_early_stop_once():
+    bar, emitted = lines_of(100, steps=33)
+    assert bar.close().startswith("train step 33/100 (33%)")
+    assert bar.close() is None
+    assert len(emitted) == 4
+
+
+def test_default_emit_is_an_info_log_line(caplog):
+    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
+        StepLines(1, clock=Clock()).update(1)
+    assert [r.getMessage() for r in caplog.records] == ["train step 1/1 (100%) | 0s elapsed | ? steps/s | ETA 0s"]
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.4, "59s"), (60, "1m00s"), (187, "3m07s"),
+                                           (7500, "2h05m"), (-1, "?"), (float("nan"), "?"), (float("inf"), "?")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_quiet_console_keeps_info_of_a_package_off_the_console_only(tmp_path):
+    name = "hrm_test_pkg"
+    pkg, child, other = (logging.getLogger(n) for n in (name, f"{name}.sub", "hrm_test_other"))
+    console = logging.StreamHandler(io.StringIO())
+    to_file = logging.FileHandler(tmp_path / "all.log")  # a file keeps everything
+    for logger in (pkg, other):
+        logger.handlers[:] = [console] + ([to_file] if logger is pkg else [])
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    try:
+        quiet_console(name, logging.WARNING, drop=("noisy notice",))
+        quiet_console(name, logging.WARNING, drop=("noisy notice",))  # idempotent
+        assert len(console.filters) == 1 and not to_file.filters
+        pkg.info("package info")
+        child.info("child info")
+        child.warning("child warning")
+        pkg.warning("noisy notice: dropped")
+        other.info("other info")
+        shown = console.stream.getvalue()
+        assert "child warning" in shown and "other info" in shown
+        assert "package info" not in shown and "child info" not in shown and "noisy notice" not in shown
+        to_file.flush()
+        assert "package info" in (tmp_path / "all.log").read_text()
+    finally:
+        to_file.close()
+        for logger in (pkg, other):
+            logger.handlers.clear()
+
+
+def test_quiet_console_matches_loggers_named_by_file_path():
+    """Some modules of a package name their logger by file path (Ray Train's execution context does)."""
+    record = logging.LogRecord("/site-packages/pkg/sub/context.py", logging.INFO, "/site-packages/pkg/sub/context.py",
+                               1, "Reporting training result", None, None)
+    quiet = progress._QuietBelow("pkg", logging.WARNING, where="/site-packages/pkg/")
+    assert not quiet.filter(record)
+    record.levelno = logging.WARNING
+    assert quiet.filter(record)
+    elsewhere = logging.LogRecord("x", logging.INFO, "/site-packages/other/a.py", 1, "kept", None, None)
+    assert quiet.filter(elsewhere)
+
+
+def test_quiet_ray_data_turns_its_bars_off_and_keeps_warnings(monkeypatch):
+    """Ray Data imported, not started: bars off for Datasets made from now on; INFO and the notice that bars are
+    off kept off the console, other warnings shown."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    monkeypatch.setattr(context, "enable_progress_bars", True)
+    progress.quiet_ray_data()
+    assert context.enable_progress_bars is False
+    consoles = progress._consoles(logging.getLogger("ray.data"))
+    assert consoles and all(any(isinstance(f, progress._QuietBelow) for f in h.filters) for h in consoles)
+
+    def shown(level, message, name="ray.data._internal.execution.streaming_executor"):
+        record = logging.LogRecord(name, level, __file__, 1, message, None, None)
+        return all(h.filter(record) for h in consoles)
+
+    assert not shown(logging.INFO, "Starting execution of Dataset train_1")
+    assert not shown(logging.WARNING, "Progress bars disabled. To enable, set ...")
+    assert shown(logging.WARNING, "the cluster is short of object store memory")
+    assert shown(logging.ERROR, "task failed")
