@@ -12,7 +12,7 @@ APP=${APP:-/home/ray/hrm-pipeline}
 export RAY_ADDRESS
 
 submit() {  # a job that outlives this shell: follow it with `ray job logs -f <id>`, stop it with `ray job stop <id>`
-  ray job submit --no-wait --runtime-env-json '{"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}' -- "$@"
+  ray job submit --no-wait --runtime-env-json '{"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}}' -- "$@"
 }
 
 data() {

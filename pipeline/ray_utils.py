@@ -27,6 +27,7 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")  # the dashboard lists Train runs only with it
     if os.environ.get("RAY_ADDRESS"):
         log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
         ray.init(log_to_driver=True)  # num_cpus may not be given when joining

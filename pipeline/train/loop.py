@@ -67,8 +67,11 @@ class MetricLog:
         if world > 1:
             dist.all_reduce(vector)
         totals = dict(zip(keys, vector.tolist()))
-        count = max(totals.pop("count", 0.0), 1.0)
-        out = {f"train/{k}": totals[k] / count for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")}
+        count = totals.pop("count", 0.0)
+        # Per-example metrics average over the rows that halted since the last read; none halted: not logged
+        # (a 0 would be a value, and the charts would zig-zag).
+        out = {f"train/{k}": totals[k] / count for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
+               if count > 0}
         for k in ("lm_loss", "q_halt_loss", "q_continue_loss"):
             if k in totals:
                 out[f"train/{k}"] = totals[k] / self.steps  # summed over the global batch, per step
@@ -170,7 +173,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     logger.log(train_metrics, position.step)
                 if bar is not None:
                     bar.set_metrics(train_metrics)
-                if cfg.early_stop_train_exact is not None:
+                if cfg.early_stop_train_exact is not None and "train/exact_accuracy" in train_metrics:
                     above = train_metrics["train/exact_accuracy"] >= cfg.early_stop_train_exact
                     saturated = saturated + 1 if above else 0
                     if saturated >= cfg.early_stop_patience:

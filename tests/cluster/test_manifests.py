@@ -179,7 +179,8 @@ def test_mlflow_server_has_database_and_artifact_store():
     assert ("Service", "mlflow") in items and ("Service", "mlflow-db") in items
     (container,) = containers(server)
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["BACKEND_STORE_URI"].startswith("postgresql://") and "@mlflow-db:5432/" in env["BACKEND_STORE_URI"]
+    assert env["BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")  # the driver installed: psycopg2-binary
+    assert "@mlflow-db:5432/" in env["BACKEND_STORE_URI"]
     command = " ".join(container["args"])
     for flag in ("--backend-store-uri", "--artifacts-destination", "--serve-artifacts", "--host 0.0.0.0"):
         assert flag in command
@@ -223,3 +224,15 @@ def test_readme_names_every_file():
     readme = (CLUSTER / "README.md").read_text()
     for path in [*MANIFESTS, CLUSTER / "Dockerfile", CLUSTER / "submit.sh"]:
         assert path.relative_to(ROOT).as_posix() in readme, path
+
+
+def test_every_cluster_recipe_turns_on_train_state_tracking():
+    """Ray 2.60's dashboard lists Train runs and their workers only with RAY_TRAIN_ENABLE_STATE_TRACKING=1."""
+    raycluster = {d["kind"]: d for d in docs(KUBERAY / "raycluster.yaml")}["RayCluster"]["spec"]
+    for c in containers(raycluster):
+        assert {e["name"]: e.get("value") for e in c["env"]}["RAY_TRAIN_ENABLE_STATE_TRACKING"] == "1", c["name"]
+    for name in RAYJOBS:
+        (job,) = [d for d in docs(KUBERAY / name) if d["kind"] == "RayJob"]
+        assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]["RAY_TRAIN_ENABLE_STATE_TRACKING"] == "1"
+    for path in (CLUSTER / "Dockerfile", CLUSTER / "launcher-aws.yaml", CLUSTER / "submit.sh"):
+        assert re.search(r"RAY_TRAIN_ENABLE_STATE_TRACKING\W+1", path.read_text()), path.name
