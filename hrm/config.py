@@ -117,6 +117,15 @@ def model_config(flavour: str = "paper", **overrides: Any) -> ModelConfig:
 # Strict loading of nested dataclasses from plain mappings.
 
 
+QUOTE_LIMIT = 200  # characters of a value quoted in an error message
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message stays short whatever a file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -136,16 +145,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except (TypeError, ValueError):
                 pass
-        raise TypeError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {quote(value)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ValueError(f"{where}: must be one of {list(typing.get_args(tp))}, got {value!r}")
+            raise ValueError(f"{where}: must be one of {list(typing.get_args(tp))}, got {quote(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where=where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{where}: expected a list, got {type(value).__name__} {quote(value)}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -156,20 +165,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise TypeError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{where}: expected a mapping, got {type(value).__name__} {quote(value)}")
         key_t, val_t = typing.get_args(tp) or (Any, Any)
         return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{where}: expected a number, got {type(value).__name__} {quote(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{where}: expected an integer, got {type(value).__name__} {quote(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {quote(value)}")
         return value
     return value
 
@@ -205,4 +214,4 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["ModelConfig", "FLAVOURS", "model_config", "from_dict", "to_dict", "flatten"]
+__all__ = ["ModelConfig", "FLAVOURS", "model_config", "from_dict", "to_dict", "flatten", "quote"]

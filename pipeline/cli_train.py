@@ -5,17 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 
 def parse_sets(pairs: tuple[str, ...]) -> dict:
-    """``--set a.b=value`` pairs, values read as YAML scalars (numbers, booleans, null)."""
+    """``--set a.b=value`` pairs, values read as YAML (numbers as Python writes them, booleans, null, lists)."""
+    from pipeline.yaml_io import parse
+
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = parse(value, f"--set {key.strip()}")
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--set") from None
     return out
 
 

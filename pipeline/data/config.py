@@ -133,16 +133,10 @@ def load_config(path: str | Path | None = None, *, task: str | None = None, **ov
 
     Unknown keys and wrong types raise ``ValueError``/``TypeError`` naming the file and the dotted key.
     """
-    import yaml
+    from pipeline.yaml_io import read_mapping
 
-    raw: dict[str, Any] = {}
-    where = "data config"
-    if path is not None:
-        where = str(path)
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    where = str(path) if path is not None else "data config"
+    raw = read_mapping(path, "data config")
     if task is not None:
         if task not in TASK_NAMES:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASK_NAMES)}")

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hrm.config import from_dict, model_config
 from hrm.step import OptimConfig
+from pipeline.yaml_io import read_mapping
 
 
 @dataclass(kw_only=True)
@@ -83,22 +82,9 @@ class TrainConfig:
         return self.global_batch_size // self.scaling.num_workers
 
 
-def read_yaml_mapping(path: str | Path | None, kind: str) -> dict[str, Any]:
-    """A YAML file's top-level mapping ({} for no file); a missing file or another top level raises, naming it."""
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{kind} file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return data
-
-
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML run file (it only names a run and overrides defaults) plus dotted ``overrides``."""
-    data = read_yaml_mapping(path, "config")
+    data = read_mapping(path, "config")
     path = Path(path) if path is not None else None
     for dotted, value in (overrides or {}).items():
         node = data

@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 
 from hrm.config import from_dict, model_config
-from pipeline.train.config import TrainConfig, read_yaml_mapping, storage_path_problems
+from pipeline.train.config import TrainConfig, storage_path_problems
+from pipeline.yaml_io import read_mapping
 from pipeline.tune.space import candidates, flatten_entries, is_distribution, normalize_key
 
 REPORTED = ("eval/exact_accuracy", "eval/accuracy", "eval/q_halt_accuracy", "eval/steps", "eval/count", "step",
@@ -71,7 +72,7 @@ def load_sweep_config(path: str | Path | None = None, overrides: dict[str, Any] 
     """Read a sweep file plus dotted ``overrides`` (``--set``). Under ``space.`` and ``overrides.`` the rest of the
     key is one training-config key: ``space.optim.lr={loguniform: [1e-4, 1e-2]}``, ``overrides.max_steps=10``;
     ``space.optim.lr=null`` drops an entry."""
-    data = read_yaml_mapping(path, "sweep")
+    data = read_mapping(path, "sweep")
     where = str(path) if path else "sweep"
     for section, leaf in (("space", is_distribution), ("overrides", lambda _: False)):
         if section in data:
