@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,20 @@ def save(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, position
     (folder / "model.json").write_text(json.dumps({"model": to_dict(model.config), **export_info}, indent=2))
 
 
+def load_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's training state, read without running code: tensors and plain data only (``weights_only``).
+    Anything else — a pickle crafted to run code when loaded, from whoever can write to the run folder — is
+    refused, naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0][:200]
+        raise ValueError(f"{path}: refused to load: it holds more than tensors and plain data ({reason}); this "
+                         "package never writes such a checkpoint — check who can write to the run folder") from None
+
+
 def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> Position:
-    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    state = load_state(folder / "state.pt")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optim"])
     if ema is not None and state["ema"] is not None:
