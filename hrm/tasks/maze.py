@@ -21,7 +21,6 @@ it is a deterministic function of the input; ``valid_optimal`` accepts any other
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +29,7 @@ import numba
 import numpy as np
 
 from hrm.tasks.base import PAD, Task
+from hrm.tasks.csv_rows import csv_header, csv_records
 from hrm.tasks.grids import N_DIHEDRAL, dihedral, grid_to_text, inverse_dihedral, text_rows
 
 log = logging.getLogger(__name__)
@@ -349,25 +349,29 @@ def read_csv(
 
     ``subsample`` keeps that many rows chosen at random (by ``seed``) before validation. A bad row (wrong length,
     unknown characters, not exactly one S and one G, answer not a shortest path of the question) raises a ValueError
-    naming the file and the row (1-based, header excluded) unless ``skip_invalid``; then it is counted and skipped.
+    naming the file and the line unless ``skip_invalid``; then it is counted and skipped.
     """
     path = Path(path)
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"question", "answer"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: missing CSV columns {sorted(missing)}")
-        rows = list(reader)
+    header = csv_header(path)
+    missing = {"question", "answer"} - set(header)
+    if missing:
+        raise ValueError(f"{path}: missing CSV columns {sorted(missing)}")
+    columns = {name: header.index(name) for name in ("question", "answer")}
+    rows = list(csv_records(path))
     index = np.arange(len(rows))
     if subsample is not None and subsample < len(rows):
         index = np.sort(np.random.default_rng(seed).choice(len(rows), subsample, replace=False))
     mazes, skipped = [], 0
     for i in index:
-        where = f"{path} row {i + 1}"
-        row = rows[i]
+        line, row = rows[i]
+        where = f"{path}, line {line}"
         try:
-            question = _parse_cells(row["question"] or "", size, "# SG", f"{where} question")
-            answer = _parse_cells(row["answer"] or "", size, CHARS, f"{where} answer")
+            if isinstance(row, str):
+                raise ValueError(f"{where}: {row}")
+            if len(row) != len(header):
+                raise ValueError(f"{where}: expected {len(header)} fields, got {len(row)}")
+            question = _parse_cells(row[columns["question"]], size, "# SG", f"{where} question")
+            answer = _parse_cells(row[columns["answer"]], size, CHARS, f"{where} answer")
             _check_question(question, where)
             if not is_valid_optimal(answer, question):
                 raise ValueError(f"{where}: answer is not a shortest S→G path of the question")

@@ -9,7 +9,6 @@ they are comparable in spirit only to the tdoku ratings of the published Sudoku-
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.tasks.base import PAD, Task
+from hrm.tasks.csv_rows import csv_header, csv_records
 from hrm.tasks.sudoku_solver import box_tables, canonical_grid, generate_many, rate_many
 
 log = logging.getLogger(__name__)
@@ -206,21 +206,16 @@ def _lut(n: int, blanks: bool) -> np.ndarray:
 
 
 def _csv_chunks(path, chunk_rows: int):
-    """Yield lists of ``(line_number, record)`` from a CSV with the Sudoku-Extreme header."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != CSV_HEADER:
-            raise ValueError(f"{path}, line 1: expected header {','.join(CSV_HEADER)!r}, got {header!r}")
-        chunk = []
-        for rec in reader:
-            if rec:
-                chunk.append((reader.line_num, rec))
-            if len(chunk) >= chunk_rows:
-                yield chunk
-                chunk = []
-        if chunk:
+    """Yield lists of ``(line_number, record or problem)`` from a CSV with the Sudoku-Extreme header."""
+    csv_header(path, CSV_HEADER)
+    chunk = []
+    for line, rec in csv_records(path):
+        chunk.append((line, rec))
+        if len(chunk) >= chunk_rows:
             yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def read_csv_arrays(path, *, box=(3, 3), subsample: int | None = None, min_rating: int = 0, seed: int = 0,
@@ -252,15 +247,17 @@ def read_csv_arrays(path, *, box=(3, 3), subsample: int | None = None, min_ratin
     for chunk in _csv_chunks(path, chunk_rows):
         problems, lines, qs, ans, rs = [], [], [], [], []
         for line, rec in chunk:
-            if len(rec) != 4:
+            if isinstance(rec, str):
+                problems.append((line, rec))
+            elif len(rec) != 4:
                 problems.append((line, f"expected 4 fields, got {len(rec)}"))
             elif len(rec[1]) != N or len(rec[2]) != N:
                 problems.append((line, f"question/answer must have {N} characters, got {len(rec[1])}/{len(rec[2])}"))
             else:
                 try:
                     rating = int(float(rec[3]))
-                except ValueError:
-                    problems.append((line, f"rating {rec[3]!r} is not a number"))
+                except (ValueError, OverflowError):  # not a number; inf, nan
+                    problems.append((line, f"rating {rec[3][:40]!r} is not a finite number"))
                     continue
                 lines.append(line), qs.append(rec[1]), ans.append(rec[2]), rs.append(rating)
         if lines:

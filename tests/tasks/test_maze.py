@@ -223,11 +223,11 @@ def test_read_csv_valid_rows_and_subsample(tmp_path, mazes):
         (lambda q, a: (q, a.replace("o", " ", 1)), "not a shortest"),
     ],
 )
-def test_read_csv_errors_name_file_and_row(tmp_path, mazes, mutate, message):
+def test_read_csv_errors_name_file_and_line(tmp_path, mazes, mutate, message):
     rows = [(as_text(q), as_text(a)) for q, a in zip(*mazes)][:5]
     rows[3] = mutate(*rows[3])
     write_csv(tmp_path / "bad.csv", rows)
-    with pytest.raises(ValueError, match=rf"bad\.csv row 4.*{message}"):
+    with pytest.raises(ValueError, match=rf"bad\.csv, line 5.*{message}"):  # the header is line 1
         read_csv(tmp_path / "bad.csv", size=SIZE)
     got, skipped = read_csv(tmp_path / "bad.csv", size=SIZE, skip_invalid=True)
     assert (len(got), skipped) == (4, 1)

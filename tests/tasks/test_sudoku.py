@@ -285,12 +285,21 @@ def _corrupt(kind, row):
         del row[3]
     elif kind == "rating":
         row[3] = "hard"
+    elif kind == "rating_inf":
+        row[3] = "inf"
+    elif kind == "rating_nan":
+        row[3] = "nan"
+    elif kind == "huge_field":
+        row[0] = "x" * 200_000
+    elif kind == "open_quote":  # the csv module would read on into the next row as one field
+        row[0] = '"gen'
     elif kind == "nonunique":
         i = next(i for i, c in enumerate(q) if c != ".")
         row[1] = q[:i] + "." + q[i + 1:]
 
 
-@pytest.mark.parametrize("kind", ["length", "char", "inconsistent", "invalid_answer", "fields", "rating", "nonunique"])
+@pytest.mark.parametrize("kind", ["length", "char", "inconsistent", "invalid_answer", "fields", "rating", "rating_inf",
+                                  "rating_nan", "huge_field", "open_quote", "nonunique"])
 def test_read_csv_bad_rows(tmp_path, kind):
     rows, _, _ = _rows()
     _corrupt(kind, rows[3])  # data row 4 = line 5
@@ -298,7 +307,9 @@ def test_read_csv_bad_rows(tmp_path, kind):
     with pytest.raises(ValueError, match=r"broken_file\.csv, line 5:"):
         read_csv(path, check_unique=True)
     instances, skipped = read_csv(path, skip_invalid=True, check_unique=True)
-    assert skipped == 1 and len(instances) == 5
+    assert skipped == 1 and len(instances) == 5  # the next row (line 6) is read whole
+    q, _, _, lines, _ = read_csv_arrays(path, skip_invalid=True, check_unique=True)
+    assert lines.tolist() == [2, 3, 4, 6, 7]
     if kind == "nonunique":
         assert read_csv(path)[1] == 0  # the uniqueness check is opt-in
 
