@@ -5,6 +5,7 @@ Plain PyTorch: the caller chooses the device, wraps the model (DDP, torch.compil
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,17 @@ class OptimConfig:
     puzzle_emb_lr: float = 1e-2
     puzzle_emb_weight_decay: float = 0.1
     grad_clip: float = 0.0  # 0 = off
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be a finite number >= 0, got {getattr(self, name)}"
+                    for name in ("lr", "lr_min_ratio", "weight_decay", "puzzle_emb_lr", "puzzle_emb_weight_decay",
+                                 "grad_clip") if not 0 <= getattr(self, name) < math.inf]  # also refuses nan
+        problems += [f"{name} must be in [0, 1), got {getattr(self, name)}"
+                     for name in ("beta1", "beta2") if not 0 <= getattr(self, name) < 1]
+        if self.lr_warmup_steps < 0:
+            problems.append(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
+        if problems:
+            raise ValueError("invalid optim config: " + "; ".join(problems))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hrm.config import from_dict, to_dict
+from pipeline.names import name_problems
 
 FORMAT_VERSION = 1
 TASK_NAMES = ("sudoku", "maze", "arc")
@@ -91,6 +92,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         problems = []
         s, m, a = self.sudoku, self.maze, self.arc
+        problems += name_problems(self.name)
         if self.rows_per_file < 1:
             problems.append("rows_per_file must be >= 1")
         if self.task == "sudoku":

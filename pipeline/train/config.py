@@ -8,6 +8,7 @@ from typing import Any
 
 from hrm.config import from_dict, model_config
 from hrm.step import OptimConfig
+from pipeline.names import name_problems
 from pipeline.yaml_io import read_mapping
 
 
@@ -66,14 +67,15 @@ class TrainConfig:
                             f"scaling.num_workers {self.scaling.num_workers}")
         if self.scaling.num_workers < 1:
             problems.append("scaling.num_workers must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 (or null: epochs decide), got {self.max_steps}")
         for name in ("epochs", "eval_interval", "log_interval", "checkpoint_keep", "shuffle_buffer_batches"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ema is not None and not 0 < self.ema < 1:
             problems.append(f"ema must be in (0, 1), got {self.ema}")
         problems += storage_path_problems(self.storage_path)
-        if not self.name or "/" in self.name:
-            problems.append(f"name must be a plain folder name, got {self.name!r}")
+        problems += name_problems(self.name)
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -96,6 +98,12 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     # Validate the model overrides now, with placeholder data sizes, so a bad key fails before any cluster work.
     model_config(cfg.flavour, **cfg.model)
     return cfg
+
+
+def run_model_config(cfg: TrainConfig, meta, **overrides: Any):
+    """The model a run trains on a dataset: the flavour, the run's ``model`` overrides, the dataset's sizes."""
+    return model_config(cfg.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                        num_puzzle_identifiers=meta.num_puzzle_identifiers, **{**cfg.model, **overrides})
 
 
 def resolve_data(cfg: TrainConfig, base: Path | None = None) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hrm.config import flatten, to_dict
-from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri
+from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri, run_model_config
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id.txt"
@@ -24,6 +24,37 @@ class Outcome:
     model_uri: str | None  # models:/<name>/<version> when registered
     model_version: str | None
     champion: bool
+
+
+def training_state_size(model_cfg, *, ema: bool) -> tuple[int, int]:
+    """(parameters, bytes a worker holds for them in training): float32 weights, gradients and Adam's two moments,
+    plus an EMA copy; activations come on top. Counted on the meta device: nothing is allocated."""
+    import torch
+
+    from hrm.model import HRM
+
+    with torch.device("meta"):
+        params = HRM(model_cfg).num_parameters()
+    return params, params * 4 * (4 + int(ema))
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def memory_warning(state_bytes: int, params: int, cfg: TrainConfig, cluster_memory: float) -> str | None:
+    """A warning when one worker's training state alone exceeds its share of the cluster's memory."""
+    share = cluster_memory / cfg.scaling.num_workers
+    if state_bytes <= share:
+        return None
+    return (f"the model has {params:,} parameters: ≈ {_bytes(state_bytes)} of weights, gradients and optimizer state "
+            f"per worker, more than the {_bytes(share)} of memory a worker can have here "
+            f"({_bytes(cluster_memory)} for {cfg.scaling.num_workers} worker(s)); it will run out of memory unless "
+            "the cluster grows (lower model.hidden_size or layers)")
 
 
 def check_resources(cfg: TrainConfig) -> None:
@@ -53,13 +84,13 @@ def run_folder(cfg: TrainConfig) -> Path:
 
 def prepare(cfg: TrainConfig, resume: bool):
     """Every check that needs no cluster: the dataset, the run folder, the model config on the dataset's sizes."""
-    from hrm.config import model_config
     from pipeline.data.loader import read_metadata
 
     data_path = resolve_data(cfg)
     meta = read_metadata(data_path)
-    model_config(cfg.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                 num_puzzle_identifiers=meta.num_puzzle_identifiers, **cfg.model)
+    params, state_bytes = training_state_size(run_model_config(cfg, meta), ema=cfg.ema is not None)
+    log.info("model: %s parameters, ≈ %s of weights, gradients and optimizer state per worker", f"{params:,}",
+             _bytes(state_bytes))
     if meta.counts["train"] < cfg.global_batch_size:
         raise ValueError(f"{data_path}: {meta.counts['train']} training examples, fewer than one global batch "
                          f"({cfg.global_batch_size})")
@@ -156,6 +187,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
     data_path, meta = prepare(cfg, resume)
     init_ray()
     check_resources(cfg)
+    import ray
+
+    params, state_bytes = training_state_size(run_model_config(cfg, meta), ema=cfg.ema is not None)
+    warning = memory_warning(state_bytes, params, cfg, ray.cluster_resources().get("memory", float("inf")))
+    if warning:
+        log.warning(warning)
     uri = resolve_tracking_uri(cfg)
     for warning in ephemeral_outputs(Path.cwd(), cfg.storage_path, uri):
         log.warning(warning)

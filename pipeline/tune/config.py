@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from hrm.config import from_dict, model_config
 from pipeline.train.config import TrainConfig, storage_path_problems
+from pipeline.names import name_problems
 from pipeline.yaml_io import read_mapping
 from pipeline.tune.space import candidates, flatten_entries, is_distribution, normalize_key
 
@@ -61,8 +62,7 @@ class SweepConfig:
             problems.append(f"scheduler.brackets must be >= 1, got {s.brackets}")
         if s.max_t is not None and s.max_t < s.grace_period:
             problems.append(f"scheduler.max_t {s.max_t} is below scheduler.grace_period {s.grace_period}")
-        if not self.name or "/" in self.name:
-            problems.append(f"name must be a plain folder name, got {self.name!r}")
+        problems += name_problems(self.name)
         problems += storage_path_problems(self.storage_path)
         if problems:
             raise ValueError("invalid sweep config: " + "; ".join(problems))

@@ -36,7 +36,14 @@ def run(tmp_path, yaml_text, *args):
     ("flavour: giant\n", "unknown model flavour 'giant'"),
     ("optim: {lr: fast}\n", "optim.lr: expected a number"),
     ("storage_path: s3://bucket/runs\n", "storage_path must be a local or mounted folder, got the URI 's3://bucket/runs'"),
-    ("name: team/run-1\n", "name must be a plain folder name, got 'team/run-1'"),
+    ("name: team/run-1\n", "name must be a plain folder name (no '/'"),
+    ('name: "a\\nb"\n', "name must be a plain folder name"),
+    ("name: ..\n", "got '..'"),
+    ("optim: {lr: .nan}\n", "lr must be a finite number >= 0, got nan"),
+    ("optim: {lr: -1}\n", "lr must be a finite number >= 0, got -1"),
+    ("optim: {lr: 1e-4, beta2: 1.0}\n", "beta2 must be in [0, 1), got 1.0"),
+    ("max_steps: 0\n", "max_steps must be >= 1"),
+    ("max_steps: -5\n", "max_steps must be >= 1 (or null: epochs decide), got -5"),
 ])
 def test_bad_config_fails_before_ray(tmp_path, yaml_text, message):
     import ray
@@ -103,3 +110,21 @@ def test_no_run_file_pins_a_dtype():
     for path in files:
         text = yaml.safe_load(path.read_text())
         assert "forward_dtype" not in json.dumps(text), path.name
+
+
+def test_model_memory_is_counted_without_allocating_and_warned():
+    from hrm.config import model_config
+    from hrm.model import HRM
+    from pipeline.train.config import load_train_config
+    from pipeline.train.run import memory_warning, training_state_size
+
+    small = model_config("debug", vocab_size=8, seq_len=16)
+    params, state = training_state_size(small, ema=True)
+    assert params == HRM(small).num_parameters() and state == params * 4 * 5
+    huge = model_config("demo", hidden_size=1 << 20, num_heads=1 << 12, vocab_size=8, seq_len=36)
+    params, state = training_state_size(huge, ema=False)  # 35 trillion parameters: a meta count, no memory
+    assert params > 3e13 and state == params * 16
+    cfg = load_train_config(None, {"scaling.num_workers": 2})
+    message = memory_warning(state, params, cfg, cluster_memory=16e9)
+    assert f"{params:,} parameters" in message and "8 GB of memory a worker can have" in message
+    assert memory_warning(10**6, 10**5, cfg, cluster_memory=16e9) is None
