@@ -103,6 +103,12 @@ def artifact_root(tracking_uri: str) -> Path | None:
     return None if db is None else db.parent / "mlruns"
 
 
+def run_status(tracking_uri: str, run_id: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri).get_run(run_id).info.status
+
+
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     from mlflow.tracking import MlflowClient
 

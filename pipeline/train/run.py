@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +99,21 @@ def prepare(cfg: TrainConfig, resume: bool):
     if resume and not (folder / RUN_ID_FILE).is_file():
         raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
     if not resume and folder.exists():
-        raise FileExistsError(f"run {cfg.name!r} already exists under {folder.parent}: use --resume to continue it, "
-                              f"or choose another name")
+        if not started_without_checkpoint(folder):
+            raise FileExistsError(f"run {cfg.name!r} already exists under {folder.parent}: use --resume to continue "
+                                  f"it, or choose another name")
+        log.warning("run %r under %s failed before its first checkpoint: starting it afresh", cfg.name, folder.parent)
+        shutil.rmtree(folder)
     return data_path, meta
+
+
+RUN_FOLDER_FILES = {RUN_ID_FILE, ".validate_storage_marker"}  # what a run writes before its first checkpoint
+
+
+def started_without_checkpoint(folder: Path) -> bool:
+    """A run folder holding only what a run writes before its first checkpoint (a run that failed early): nothing
+    to resume, nothing of the user's to lose."""
+    return folder.is_dir() and all(p.name in RUN_FOLDER_FILES for p in folder.iterdir())
 
 
 def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: Path, meta,
@@ -197,18 +210,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
     for warning in ephemeral_outputs(Path.cwd(), cfg.storage_path, uri):
         log.warning(warning)
     run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file)
-    trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault)
-    try:
+    status_before = tracking.run_status(uri, run_id) if resume else None
+    try:  # from here on, every way out ends the MLflow run
+        trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault)
         result = trainer.fit()
-    except Exception:
-        tracking.end_run(uri, run_id, status="FAILED")
+        best = result.get_best_checkpoint(cfg.checkpoint_metric, "max") or result.checkpoint
+        if best is None:
+            raise RuntimeError("training produced no checkpoint")
+        with best.as_directory() as best_folder:  # a local copy when storage_path is remote
+            outcome = finish(cfg, uri, run_id, Path(best_folder), meta)
+    except BaseException as err:
+        if status_before == "FINISHED":  # a failed --resume leaves a finished run (and its model) as it was
+            log.warning("resuming run %s failed; it stays FINISHED", cfg.name)
+        else:
+            tracking.end_run(uri, run_id, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    best = result.get_best_checkpoint(cfg.checkpoint_metric, "max") or result.checkpoint
-    if best is None:
-        tracking.end_run(uri, run_id, status="FAILED")
-        raise RuntimeError("training produced no checkpoint")
-    with best.as_directory() as best_folder:  # a local copy when storage_path is remote
-        outcome = finish(cfg, uri, run_id, Path(best_folder), meta)
     tracking.end_run(uri, run_id)
     return outcome
 

@@ -168,3 +168,22 @@ def test_resume_continues_step_count_and_schedule(workdir, dataset):
     for step, value in lr.items():
         assert value == pytest.approx(lr_at(step - 1, 1e-3, 2, 8, 0.1))
     assert math.isfinite(out.metrics["eval/exact_accuracy"])
+
+
+def test_a_job_failing_after_its_run_opened_ends_it_failed_and_frees_the_name(workdir, dataset, monkeypatch):
+    """A failure anywhere after the MLflow run opened (here: building the trainer) ends the run FAILED, and the run
+    folder, which holds no checkpoint, does not block a fresh start under the same name."""
+    import pipeline.train.run as run_module
+    from pipeline.train.run import prepare, run_folder
+
+    def broken(*args, **kwargs):
+        raise OSError("the dataset went away")
+
+    monkeypatch.setattr(run_module, "make_trainer", broken)
+    cfg = config(workdir, dataset, "fails-early")
+    with pytest.raises(OSError, match="went away"):
+        train(cfg)
+    run_id = (run_folder(cfg) / "mlflow_run_id.txt").read_text().strip()
+    assert MlflowClient(cfg.tracking.tracking_uri).get_run(run_id).info.status == "FAILED"
+    prepare(cfg, resume=False)  # the name is free again
+    assert not run_folder(cfg).exists()

@@ -62,7 +62,7 @@ def test_missing_dataset(tmp_path):
 def test_dataset_smaller_than_a_batch_and_existing_run(tmp_path, fake_dataset):
     result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 128\n")
     assert result.exit_code != 0 and "fewer than one global batch (128)" in result.output
-    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "checkpoint_2026-11-29_10-00-00.000000").mkdir(parents=True)
     result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 8\nname: taken\n"
                            f"storage_path: {tmp_path / 'runs'}\n")
     assert result.exit_code != 0 and "run 'taken' already exists" in result.output
@@ -128,3 +128,28 @@ def test_model_memory_is_counted_without_allocating_and_warned():
     message = memory_warning(state, params, cfg, cluster_memory=16e9)
     assert f"{params:,} parameters" in message and "8 GB of memory a worker can have" in message
     assert memory_warning(10**6, 10**5, cfg, cluster_memory=16e9) is None
+
+
+@pytest.mark.parametrize("files, fresh_start", [
+    (["mlflow_run_id.txt", ".validate_storage_marker"], True),  # failed before its first checkpoint
+    ([], True),
+    (["mlflow_run_id.txt", "checkpoint_2026-11-29_10-00-00.000000/"], False),  # a run to resume
+    (["mlflow_run_id.txt", "NOTES.md"], False),  # someone's file: never deleted
+])
+def test_a_run_that_failed_before_any_checkpoint_does_not_block_its_name(tmp_path, fake_dataset, files, fresh_start):
+    from pipeline.train.config import load_train_config
+    from pipeline.train.run import prepare
+
+    folder = tmp_path / "runs" / "again"
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name.rstrip("/")).mkdir() if name.endswith("/") else (folder / name).write_text("x")
+    cfg = load_train_config(None, {"data": str(fake_dataset), "global_batch_size": 8, "name": "again",
+                                   "storage_path": str(tmp_path / "runs")})
+    if fresh_start:
+        prepare(cfg, resume=False)
+        assert not folder.exists()
+    else:
+        with pytest.raises(FileExistsError, match="run 'again' already exists"):
+            prepare(cfg, resume=False)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(n.rstrip("/") for n in files)
