@@ -25,3 +25,14 @@ def test_trm_has_no_extra_segment():
 @pytest.mark.parametrize("q_target, passes", [("extra_segment", 64), ("lagged", 40), ("none", 40)])
 def test_only_the_extra_segment_rule_pays_for_a_second_segment(q_target, passes):
     assert block_passes(model_config("paper", q_target=q_target)) == passes  # 24 forward + 16 backward (+ 24)
+
+
+def test_step_bench_rows_of_the_same_math_give_the_same_losses():
+    """bench/step.py seeds weights and batch per row: two eager float32 rows match loss for loss; lagged differs."""
+    from bench.step import Row, measure
+
+    row = Row("debug", dict(vocab_size=8, seq_len=8, forward_dtype="float32"), batch=4)
+    a, b = (measure(row, steps=2, warmup=1, device="cpu") for _ in range(2))
+    assert a["dtype"] == "float32" and len(a["losses"]) == 3 and (a["losses"] == b["losses"]).all()
+    lagged = Row("debug", dict(vocab_size=8, seq_len=8, forward_dtype="float32", q_target="lagged"), batch=4)
+    assert not (measure(lagged, steps=2, warmup=1, device="cpu")["losses"] == a["losses"]).all()
