@@ -297,7 +297,7 @@ def test_maze_csv_import_and_bad_row(ray_session, tmp_path):
     rows[1][1] = "X" + rows[1][1][1:]
     write_csv(train, rows[:4])
     result = build(tmp_path, cfg, "mz2", task="maze")
-    assert result.exit_code != 0 and "mtrain.csv row 2" in result.output and "unknown characters" in result.output
+    assert result.exit_code != 0 and "mtrain.csv, line 3" in result.output and "unknown characters" in result.output
     assert not (tmp_path / "mz2").exists() and not list(tmp_path.glob("mz2.tmp-*"))
 
 
