@@ -38,7 +38,7 @@ class ModelConfig:
     # same rows (lagged: no extra segment), or no continue head at all (halt on q_halt > 0). None: the variant's
     # rule (HRM extra_segment, TRM none).
     q_target: Literal["extra_segment", "lagged", "none"] | None = None
-    # "auto": chosen by the caller for its device (hrm.precision.resolve_dtype); a model built with "auto"
+    # "auto": chosen by the caller for its device (pipeline.precision.resolve_dtype); a model built with "auto"
     # unresolved computes in float32.
     forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 

@@ -27,7 +27,7 @@ def info(flavour: str) -> None:
 
     from hrm.config import model_config, to_dict
     from hrm.model import HRM
-    from hrm.precision import cpu_capability, cpu_name, resolve_dtype
+    from pipeline.precision import cpu_capability, cpu_name, resolve_dtype
 
     def package(name: str) -> str:
         try:

@@ -54,7 +54,7 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
 
         from hrm.config import ModelConfig, from_dict
         from hrm.model import HRM
-        from hrm.precision import resolve_dtype
+        from pipeline.precision import resolve_dtype
         from hrm.tasks import make_task
 
         folder = Path(context.artifacts["export"])

@@ -90,7 +90,7 @@ def load_export(folder: Path, map_location: str = "cpu") -> tuple[HRM, dict[str,
     """The served model of a checkpoint (or MLflow artifact) folder, in eval mode, and its info; it computes in the
     dtype ``auto`` chooses for ``map_location``, whatever it was trained in (bfloat16 on a GPU is emulated, and
     slow, on many CPUs)."""
-    from hrm.precision import resolve_dtype
+    from pipeline.precision import resolve_dtype
 
     info = json.loads((Path(folder) / "model.json").read_text())
     config = from_dict(ModelConfig, info["model"], where="model.json")

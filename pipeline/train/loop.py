@@ -39,8 +39,8 @@ def all_reduce_sum(params: list[torch.nn.Parameter]) -> None:
 
 def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]:
     """The worker's HRM on ``device``, computing in the configured forward_dtype with ``auto`` resolved for
-    ``device`` (hrm.precision), and the reason for that dtype."""
-    from hrm.precision import resolve_dtype
+    ``device`` (pipeline.precision), and the reason for that dtype."""
+    from pipeline.precision import resolve_dtype
 
     overrides = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
                  "num_puzzle_identifiers": meta.num_puzzle_identifiers, **cfg.model}

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hrm.precision import resolve_dtype
+from pipeline.precision import resolve_dtype
 from pipeline.cli import main
 
 

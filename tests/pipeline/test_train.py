@@ -110,7 +110,7 @@ def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
 
     from hrm.config import ModelConfig
     from hrm.model import HRM
-    from hrm.precision import resolve_dtype
+    from pipeline.precision import resolve_dtype
     from hrm.solve import solve
     from hrm.tasks.sudoku import SudokuTask
     from pipeline.data.loader import load_split
