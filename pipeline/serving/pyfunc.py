@@ -50,23 +50,12 @@ def _as_text(item: Any) -> str:
 
 class HRMSolver(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        import torch
-
-        from hrm.config import ModelConfig, from_dict
-        from hrm.model import HRM
-        from pipeline.precision import resolve_dtype
         from hrm.tasks import make_task
+        from pipeline.train.checkpoint import load_export
 
-        folder = Path(context.artifacts["export"])
-        info = json.loads((folder / "model.json").read_text())
-        # Served on CPU, in the dtype that suits this host whatever the model was trained in (bfloat16 on a GPU
-        # would be emulated, many times slower, on a CPU without native bfloat16).
-        dtype, _ = resolve_dtype("auto", "cpu")
-        config = {**info["model"], "forward_dtype": dtype}
-        self.model = HRM(from_dict(ModelConfig, config, where="model.json")).eval()
-        self.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-        self.task = make_task(info["task"], info.get("task_args"))
-        self.info = info
+        # Served on CPU, in the dtype that suits this host whatever the model was trained in.
+        self.model, self.info = load_export(Path(context.artifacts["export"]))
+        self.task = make_task(self.info["task"], self.info.get("task_args"))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException

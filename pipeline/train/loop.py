@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -14,13 +15,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hrm.config import from_dict, model_config
+from hrm.config import from_dict
 from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import build_optimizers, set_lr, train_step
 from pipeline.train import checkpoint
 from pipeline.train.batches import GlobalBatches, to_torch
-from pipeline.train.config import TrainConfig
+from pipeline.train.config import TrainConfig, run_model_config
 from pipeline.train.evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,10 @@ def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]
     ``device`` (pipeline.precision), and the reason for that dtype."""
     from pipeline.precision import resolve_dtype
 
-    overrides = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
-                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, **cfg.model}
-    dtype, reason = resolve_dtype(model_config(cfg.flavour, **overrides).forward_dtype, device)
+    config = run_model_config(cfg, meta)
+    dtype, reason = resolve_dtype(config.forward_dtype, device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-    return HRM(model_config(cfg.flavour, **{**overrides, "forward_dtype": dtype})).to(device), reason
+    return HRM(dataclasses.replace(config, forward_dtype=dtype)).to(device), reason
 
 
 class MetricLog:

@@ -84,7 +84,8 @@ def run_folder(cfg: TrainConfig) -> Path:
 
 
 def prepare(cfg: TrainConfig, resume: bool):
-    """Every check that needs no cluster: the dataset, the run folder, the model config on the dataset's sizes."""
+    """Every check that needs no cluster: the dataset, the run folder, the model config on the dataset's sizes.
+    Returns the dataset's folder and metadata, and (parameters, bytes of training state per worker)."""
     from pipeline.data.loader import read_metadata
 
     data_path = resolve_data(cfg)
@@ -104,7 +105,7 @@ def prepare(cfg: TrainConfig, resume: bool):
                                   f"it, or choose another name")
         log.warning("run %r under %s failed before its first checkpoint: starting it afresh", cfg.name, folder.parent)
         shutil.rmtree(folder)
-    return data_path, meta
+    return data_path, meta, (params, state_bytes)
 
 
 RUN_FOLDER_FILES = {RUN_ID_FILE, ".validate_storage_marker"}  # what a run writes before its first checkpoint
@@ -197,12 +198,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
     from pipeline import tracking
     from pipeline.ray_utils import init_ray
 
-    data_path, meta = prepare(cfg, resume)
+    data_path, meta, (params, state_bytes) = prepare(cfg, resume)
     init_ray()
     check_resources(cfg)
     import ray
 
-    params, state_bytes = training_state_size(run_model_config(cfg, meta), ema=cfg.ema is not None)
     warning = memory_warning(state_bytes, params, cfg, ray.cluster_resources().get("memory", float("inf")))
     if warning:
         log.warning(warning)

@@ -129,7 +129,7 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(setup["base"], params, trial_name(setup["sweep"], trial_id))
     resume = (run_folder(cfg) / RUN_ID_FILE).is_file()  # a retried or resumed trial continues its own run
-    data_path, meta = prepare(cfg, resume)
+    data_path, meta, _ = prepare(cfg, resume)
     uri = cfg.tracking.tracking_uri
     tags = {"mlflow.parentRunId": setup["parent_run_id"], "sweep": setup["sweep"], "trial_id": trial_id}
     run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, tags=tags)
