@@ -6,13 +6,20 @@
 # Everything a job writes that another node or job needs goes to shared storage (SHARED, an NFS/EFS/PVC mount on
 # every node); MLflow gets it over HTTP (MLFLOW_TRACKING_URI, set on the cluster's nodes).
 set -euo pipefail
+if ! command -v ray > /dev/null; then  # the ray CLI of this project's venv (or of any Ray 2.60 install)
+  echo "submit.sh: the ray command is not on PATH: run 'source .venv/bin/activate' first (make setup creates .venv)" >&2
+  exit 2
+fi
 : "${RAY_ADDRESS:=http://127.0.0.1:8265}"
 SHARED=${SHARED:-/mnt/shared}
 APP=${APP:-/home/ray/hrm-pipeline}
 export RAY_ADDRESS
 
+# The commit of this checkout, for the MLflow run's git tag: a job's working dir has no .git (pipeline/version.py)
+COMMIT=$(git -C "$(dirname "$0")" rev-parse HEAD 2> /dev/null || true)
+
 submit() {  # a job that outlives this shell: follow it with `ray job logs -f <id>`, stop it with `ray job stop <id>`
-  ray job submit --no-wait --runtime-env-json '{"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}}' -- "$@"
+  ray job submit --no-wait --runtime-env-json "{\"env_vars\": {\"RAY_TRAIN_ENABLE_PRINT_PATCH\": \"0\", \"RAY_TRAIN_ENABLE_STATE_TRACKING\": \"1\", \"HRM_GIT_COMMIT\": \"$COMMIT\"}}" -- "$@"
 }
 
 data() {

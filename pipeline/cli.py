@@ -52,11 +52,11 @@ def info(flavour: str) -> None:
 
 def _register() -> None:
     from pipeline.cli_data import data
-    from pipeline.cli_train import evaluate, solve, train
+    from pipeline.cli_train import evaluate, serve, solve, train
     from pipeline.cli_tune import tune
     from pipeline.demo import demo
 
-    for command in (demo, data, train, evaluate, solve, tune):
+    for command in (demo, data, train, evaluate, solve, serve, tune):
         main.add_command(command)
 
 

@@ -16,7 +16,8 @@ def data() -> None:
 @click.argument("task", type=click.Choice(TASK_NAMES))
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML data config (pipeline/configs/data-*.yaml); defaults when omitted.")
-@click.option("--out", type=click.Path(file_okay=False), help="Output directory (default: config out or data/<name>).")
+@click.option("--out", help="Output folder, or an s3:// / gs:// prefix (AWS_* environment, AWS_ENDPOINT_URL) "
+                            "(default: config out or data/<name>).")
 @click.option("--seed", type=int, help="Override the config seed.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel Ray Data tasks (default: all CPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing different dataset at --out.")
@@ -30,7 +31,7 @@ def build(task: str, config_path: str | None, out: str | None, seed: int | None,
     try:
         cfg = load_config(config_path, task=task, seed=seed)
         result = build_dataset(cfg, out, workers=workers, overwrite=overwrite, skip_invalid=skip_invalid)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: storage unreachable, access denied
         raise click.ClickException(str(e)) from None
     if not result.built:
         click.echo(f"{result.path} already holds this dataset (fingerprint {result.fingerprint}): nothing to do")
@@ -42,14 +43,14 @@ def build(task: str, config_path: str | None, out: str | None, seed: int | None,
 
 
 @data.command()
-@click.argument("path", type=click.Path())
+@click.argument("path")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("-n", "count", type=click.IntRange(min=0), default=3, show_default=True, help="Examples to print.")
 def show(path: str, split: str, count: int) -> None:
-    """Print a dataset's metadata and a few examples as grids."""
+    """Print a dataset's metadata and a few examples as grids (PATH: a folder or an s3:// / gs:// prefix)."""
     from pipeline.data.show import show as render
 
     try:
         click.echo(render(path, split, count))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None

@@ -38,16 +38,12 @@ def load_config(config: Path | None, sets: tuple[str, ...]):
 @click.option("--resume", is_flag=True, help="Continue the run of the same name from its latest checkpoint.")
 def train(config: Path | None, sets: tuple[str, ...], resume: bool) -> None:
     """Train HRM on Ray Train; track it in MLflow; register the model."""
-    from pipeline.train.run import prepare, train as run_training
+    from pipeline.train.run import train as run_training
 
     cfg = load_config(config, sets)
-    try:
-        prepare(cfg, resume)  # every check that needs no cluster, before Ray starts
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        raise click.ClickException(str(err)) from err
-    try:
+    try:  # run_training checks all that needs no cluster (pipeline.train.run.prepare) before Ray starts
         outcome = run_training(cfg, resume=resume, config_file=config)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
     report(outcome)
 
@@ -67,8 +63,9 @@ def use_store(tracking_uri: str | None, model_uri: str) -> None:
     (rather than MLflow quietly creating an empty one and answering that the model does not exist)."""
     import mlflow
 
-    from pipeline.tracking import sqlite_file, store_uri
+    from pipeline.tracking import quiet_downloads, sqlite_file, store_uri
 
+    quiet_downloads()  # no "Downloading artifacts" bar for the model's files
     uri = store_uri(tracking_uri)
     db = sqlite_file(uri)
     if db is not None and model_uri.startswith("models:/") and not db.is_file():
@@ -104,8 +101,19 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, puzzle: str 
     except MlflowException as err:
         raise click.ClickException(err.message) from err
     row = out.iloc[0]
-    click.echo(row["solution"])
+    click.echo(show_grid(row["grid"]))
+    click.echo(f"solution: {row['solution']}")
     click.echo(f"halted after {row['steps']} segment(s), confidence {row['confidence']:.3f}")
+
+
+def show_grid(grid_json: str) -> str:
+    """The pyfunc's JSON grid, one row per line (cells spaced when they are numbers)."""
+    import json
+
+    grid = json.loads(grid_json)
+    if grid is None:
+        return "(no well-formed grid)"
+    return "\n".join((" " if row and not isinstance(row[0], str) else "").join(str(c) for c in row) for row in grid)
 
 
 @click.command(name="eval")
@@ -137,3 +145,34 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
     metrics = run_eval(solver.model, arrays, solver.task, batch_size=batch_size, device="cpu")
     for key, value in sorted(metrics.items()):
         click.echo(f"{key:36} {value:.4f}")
+
+
+@click.command()
+@click.option("--model", "model_uri", required=True, help="e.g. models:/hrm-sudoku@champion")
+@TRACKING_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5001, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--env-manager", default="local", show_default=True, type=click.Choice(["local", "virtualenv"]),
+              help="local: this environment; virtualenv: a fresh one built from the model's pinned requirements "
+                   "(needs pyenv on PATH; minutes the first time).")
+def serve(model_uri: str, tracking_uri: str | None, host: str, port: int, workers: int, env_manager: str) -> None:
+    """Serve a registered model over REST (MLflow's scoring server: POST /invocations, GET /ping).
+
+    Runs ``mlflow models serve`` of this environment with its programs on PATH (MLflow starts ``uvicorn`` from
+    PATH: without the venv activated it is not found) and without download progress bars."""
+    import os
+    import sys
+
+    from pipeline.tracking import NO_PROGRESS_BARS
+
+    use_store(tracking_uri, model_uri)
+    import mlflow
+
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in NO_PROGRESS_BARS.items()},
+           "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+           "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    args = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-h", host, "-p", str(port),
+            "-w", str(workers), "--env-manager", env_manager]
+    os.execve(sys.executable, args, env)  # the server replaces this process: signals reach it directly

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     from pipeline.data.config import load_config
     from pipeline.data.loader import load_split
     from pipeline.train.config import load_train_config, resolve_tracking_uri
+    from pipeline.cli_train import show_grid
     from pipeline.tracking import store_uri
     from pipeline.train.run import train
 
@@ -64,9 +66,9 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     model_uri = f"models:/{cfg.tracking.model_name or 'hrm-sudoku'}@champion"
     out = mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"puzzle": [task.render(inputs)]}))
     row = out.iloc[0]
-    right = row["solution"] == task.render(labels)
+    right = json.loads(row["grid"]) == task.decode(labels).tolist()  # the served grid, in the task's alphabet
     click.echo(f"puzzle:\n{task.render(inputs)}\n\n{model_uri} answers ({row['steps']} ACT steps, "
-               f"confidence {row['confidence']:.2f}):\n{row['solution']}\n")
+               f"confidence {row['confidence']:.2f}):\n{show_grid(row['grid'])}\n")
     click.echo("correct!" if right else f"not quite; the solution is:\n{task.render(labels)}")
     click.echo(f"\ndone in {(time.time() - started) / 60:.1f} min. Look at the run and the model:")
     click.echo(f"    .venv/bin/mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000")

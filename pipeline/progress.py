@@ -215,23 +215,25 @@ def quiet_ray_data() -> None:
     quiet_console("ray.data", logging.WARNING, drop=(_RAY_DATA_BARS_OFF,))
 
 
-def quiet_stream(dataset):
-    """``dataset`` without progress bars wherever it runs (a training stream re-runs every epoch); returns it.
-
-    A Dataset carries the DataContext copied when it was made, so the setting travels with it to the workers."""
-    dataset.context.enable_progress_bars = False
-    return dataset
-
-
 def setup_driver_output(mode: str | None = None) -> str:
     """Decide the progress mode of this driver (see :func:`progress_mode`) and set its output up; returns it.
 
     Records the mode in ``$HRM_PROGRESS`` so that the processes of a Ray started from here (e.g. Tune trials, which
-    build their own trainers) follow it. In ``lines`` mode: Ray Data without bars or INFO lines on the console, and
-    no MLflow artifact download bars."""
+    build their own trainers) follow it. In ``lines`` mode: Ray Data without bars or INFO lines on the console, no
+    MLflow artifact download bars, and MLflow's and matplotlib's INFO lines (store set-up, input-example checks,
+    system-metrics notices, the font cache) only in a verbose run; their warnings still show. The environment
+    settings reach the processes of a local Ray (they inherit it) and of a joined cluster (pipeline.ray_utils)."""
     mode = mode or progress_mode()
     os.environ[ENV_VAR] = mode
     if mode == "lines":
         quiet_ray_data()
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # `hrm -v` keeps them
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+            for name in QUIET_LIBRARIES:  # in case it is imported already
+                logging.getLogger(name).setLevel(logging.WARNING)
     return mode
+
+
+# Libraries whose INFO lines a short job's log can do without (lines mode).
+QUIET_LIBRARIES = ("mlflow", "matplotlib")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,13 @@ from pipeline.version import code_version_string
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
+NO_PROGRESS_BARS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # MLflow's "Downloading artifacts" bars
+
+
+def quiet_downloads() -> None:
+    """Turn MLflow's artifact progress bars off in this process (and the processes it starts), unless the user chose."""
+    for key, value in NO_PROGRESS_BARS.items():
+        os.environ.setdefault(key, value)
 
 
 class RunLogger:
@@ -54,21 +63,89 @@ class RunLogger:
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
-              artifacts: list[Path]) -> str:
-    """Create the run (params, tags, config artifacts) and return its id; the run stays open for the workers."""
+              artifacts: list[Path], dataset: Any = None) -> str:
+    """Create the run (params, tags, config artifacts, the dataset as its input) and return its id; the run stays
+    open for the workers. Tags are those ``mlflow.start_run`` records (source, user, git commit) and ``code_version``;
+    the commit comes from this driver's checkout, else $HRM_GIT_COMMIT (a job's working dir has no ``.git``).
+    ``dataset``: a ``DatasetMeta`` (pipeline.data.meta), logged with ``log_input``."""
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     run = client.create_run(experiment_id(client, tracking_uri, experiment), run_name=run_name,
-                            tags={"code_version": code_version_string(), **tags})
-    from mlflow.entities import Param
-
+                            tags=run_tags(tags))
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[start:start + 100])
     for path in artifacts:
         client.log_artifact(run.info.run_id, str(path))
+    if dataset is not None:
+        log_dataset(client, run.info.run_id, dataset)
     return run.info.run_id
+
+
+def run_tags(tags: dict[str, str]) -> dict[str, str]:
+    """MLflow's context tags (``mlflow.source.name/type``, ``mlflow.user``, git) + ``code_version`` + ``tags``."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    from pipeline.version import code_version
+
+    version = code_version()
+    extra = {"code_version": code_version_string()}
+    if "git_commit" in version:
+        extra[MLFLOW_GIT_COMMIT] = version["git_commit"]
+    return resolve_tags({**extra, **tags})
+
+
+def dataset_input(meta: Any):
+    """The dataset of ``meta`` (a ``DatasetMeta``) as an MLflow dataset: its path, its fingerprint as digest, its
+    task and split counts as profile."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class HRMDataset(MetaDataset):
+        @property
+        def profile(self) -> dict[str, Any]:
+            return {"task": meta.task, "seq_len": meta.seq_len, **{f"{k}_count": v for k, v in meta.counts.items()}}
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    path = str(meta.path)
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, either way
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(path)
+    return HRMDataset(source=source, name=Path(path.rstrip("/")).name or path,
+                      digest=str(meta.fingerprint)[:36])
+
+
+def log_dataset(client: Any, run_id: str, meta: Any, context: str = "training") -> None:
+    """``mlflow.log_input`` of the dataset, through ``client`` (the run stays open for the workers)."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    entity = dataset_input(meta)._to_mlflow_entity()
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
+
+
+def start_system_metrics(tracking_uri: str, run_id: str, node: str | None = None) -> Any:
+    """Log this machine's CPU, memory, disk, network (and GPU) use to the run as ``system/*`` metrics, every
+    $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (default 10), from a daemon thread that stops when the run
+    ends; one sample is logged at once. Returns the monitor, or None when it cannot run (psutil missing)."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, resume_logging=True, node_id=node,
+                                       tracking_uri=tracking_uri)
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.start()
+        return monitor
+    except Exception as err:  # noqa: BLE001 (system metrics never stop a training run)
+        log.warning("no system metrics for run %s: %s", run_id, err)
+        return None
 
 
 def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
@@ -116,20 +193,57 @@ def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
 
 
 def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: str | None,
-              example: list[str]) -> Any:
-    """Log the checkpoint's export as a pyfunc model in the run; register it under ``model_name`` when given."""
+              example: list[str], *, step: int = 0, metrics: dict[str, float] | None = None) -> Any:
+    """Log a checkpoint's export (weights + config only) as a pyfunc model in the run, with only the code serving
+    imports and pinned requirements; link ``metrics`` (the checkpoint's eval metrics) to the logged model at
+    ``step``; register it under ``model_name`` when given."""
+    import tempfile
+
     import mlflow
     import pandas as pd
 
-    from pipeline.serving.pyfunc import MODEL_FILE, code_paths, signature
+    from pipeline.serving.code import requirements, stage_code
+    from pipeline.serving.pyfunc import MODEL_FILE, signature
+    from pipeline.train.checkpoint import copy_export
 
+    quiet_downloads()
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        return mlflow.pyfunc.log_model(
-            name="model", python_model=str(MODEL_FILE), artifacts={"export": str(export_folder)},
-            code_paths=code_paths(), pip_requirements=["torch", "numpy", "pandas", "numba"],
-            signature=signature(), input_example=pd.DataFrame({"puzzle": example}),
-            registered_model_name=model_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        export = copy_export(Path(export_folder), Path(tmp) / "export")
+        code = stage_code(Path(tmp) / "code")
+        with mlflow.start_run(run_id=run_id):
+            logged = mlflow.pyfunc.log_model(
+                name="model", python_model=str(MODEL_FILE), artifacts={"export": str(export)}, code_paths=code,
+                pip_requirements=requirements(), signature=signature(),
+                input_example=pd.DataFrame({"puzzle": example}), registered_model_name=model_name, step=step)
+    if metrics:
+        link_metrics(tracking_uri, run_id, logged.model_id, metrics, step)
+    return logged
+
+
+def link_metrics(tracking_uri: str, run_id: str, model_id: str, metrics: dict[str, float], step: int) -> None:
+    """Log ``metrics`` at ``step`` linked to the logged model (its page in MLflow lists them)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key=k, value=float(v), timestamp=now, step=step, model_id=model_id, run_id=run_id)
+             for k, v in metrics.items() if isinstance(v, (int, float))]
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def log_registered_checkpoint(tracking_uri: str, run_id: str, checkpoint: str, step: int,
+                              metrics: dict[str, float]) -> None:
+    """Say in the run's summary which checkpoint became the logged model: ``model/step`` and ``model/<metric>``
+    (the run's plain metrics show the last step's values), and the tag ``model.checkpoint`` (its folder name)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    batch = [Metric(f"model/{k}", float(v), now, step) for k, v in {"step": step, **metrics}.items()]
+    client = MlflowClient(tracking_uri)
+    client.log_batch(run_id, metrics=batch)
+    client.set_tag(run_id, "model.checkpoint", checkpoint)
 
 
 def promote_if_better(tracking_uri: str, model_name: str, version: str | int, metric: str, value: float) -> bool:

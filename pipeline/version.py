@@ -1,10 +1,16 @@
-"""The code version recorded with datasets and runs: the package version and the git commit of a checkout."""
+"""The code version recorded with datasets and runs: the package version and the git commit of a checkout.
+
+A job submitted with ``ray job submit --working-dir .`` runs in a copy without ``.git``: its commit then comes from
+$HRM_GIT_COMMIT, which the submitter sets (``--runtime-env-json '{"env_vars": {"HRM_GIT_COMMIT": "<sha>"}}'``)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
+
+COMMIT_ENV = "HRM_GIT_COMMIT"  # the commit of a job whose working dir has no .git
 
 
 def code_version() -> dict[str, Any]:
@@ -26,6 +32,8 @@ def code_version() -> dict[str, Any]:
             out["git_dirty"] = bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
+    if "git_commit" not in out and os.environ.get(COMMIT_ENV, "").strip():
+        out["git_commit"] = os.environ[COMMIT_ENV].strip()
     return out
 
 

@@ -84,8 +84,7 @@ class ArcBuilder:
         self.stats.setdefault("sources", {})[spec] = len(tasks)
         return tasks
 
-    def prepare(self, staging: Path) -> list[dict[str, Any]]:
-        staging.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> list[dict[str, Any]]:
         train, test = split_tasks({s: self._load(s) for s in self.sec.train_sources},
                                   {s: self._load(s) for s in self.sec.eval_sources})
         self.task_ids = sorted(train)
@@ -94,14 +93,13 @@ class ArcBuilder:
         per = self.sec.tasks_per_chunk
         for k, lo in enumerate(range(0, len(self.task_ids), per)):
             tids = self.task_ids[lo:lo + per]
-            file = staging / f"arc-{k:05d}.pkl"
-            file.write_bytes(pickle.dumps({t: (train[t], test.get(t)) for t in tids}, protocol=5))
-            items.append({"chunk": k, "file": str(file), "first_group": lo})
+            views = pickle.dumps({t: (train[t], test.get(t)) for t in tids}, protocol=5)
+            items.append({"chunk": k, "views": views, "first_group": lo})
         log.info("arc: %d training tasks, %d evaluation tasks, %d chunks", len(train), len(test), len(items))
         return items
 
     def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
-        views = pickle.loads(Path(item["file"]).read_bytes())
+        views = pickle.loads(item["views"])
         tasks = []
         for tid, (train_view, test_view) in views.items():
             variants = augment_task(train_view, self.sec.variants, seed=derive_seed(self.seed, _VARIANT_SALT,
@@ -129,13 +127,13 @@ class ArcBuilder:
                 entries.append((t["tid"], s["first_group"] + j, base, t["transforms"]))
             for split in ("train", "test"):
                 if rows[split]:
-                    jobs.append({"split": split, "rows": rows[split], "file": s["file"], "tasks": entries})
+                    jobs.append({"split": split, "rows": rows[split], "views": s["views"], "tasks": entries})
         self.identifiers, self.transforms = identifiers, transforms
         self.stats["variants_per_task"] = round((len(identifiers) - 1) / max(len(self.task_ids), 1), 2)
         return jobs
 
     def run_job(self, job: dict[str, Any]):
-        views = pickle.loads(Path(job["file"]).read_bytes())
+        views = pickle.loads(job["views"])
         n_test_variants = self.sec.test_variants or self.sec.variants
         parts = []
         for tid, group, base, tfs in job["tasks"]:

@@ -82,7 +82,7 @@ class ArcData:
 class DataConfig:
     name: str = "dataset"
     task: Literal["sudoku", "maze", "arc"] = "sudoku"
-    out: str | None = None  # output directory; None = data/<name>
+    out: str | None = None  # output folder or s3:// / gs:// prefix; None = data/<name>
     seed: int = 0
     rows_per_file: int = 100_000  # upper bound on rows per Parquet file (Sudoku, Maze)
     sudoku: SudokuData = field(default_factory=SudokuData)
@@ -126,7 +126,12 @@ class DataConfig:
     def section(self) -> Any:
         return getattr(self, self.task)
 
-    def out_dir(self) -> Path:
+    def out_dir(self) -> str | Path:
+        """Where the dataset goes: ``out`` (a folder, or an s3:// / gs:// URI kept as ``str``) or data/<name>."""
+        from pipeline.storage import is_remote
+
+        if self.out and is_remote(self.out):
+            return self.out
         return Path(self.out) if self.out else Path("data") / self.name
 
 

@@ -1,7 +1,8 @@
 """Reading a dataset built by ``hrm data build``: metadata, a split as a Ray Dataset or as NumPy arrays.
 
 Decoded arrays: ``inputs`` int32 (N, L), ``labels`` int64 (N, L) with label token 0 (ignored) as -100,
-``puzzle_ids`` int32 (N,). Rows come in ``example_id`` order (part files in name order).
+``puzzle_ids`` int32 (N,). ``load_split`` gives rows in ``example_id`` order (the parts metadata.json lists, in
+its order). Locations are local folders or ``s3://`` / ``gs://`` prefixes (``pipeline.storage``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.meta import SPLITS, DatasetMeta, read_metadata
+from pipeline.data.tokens import byte_matrix
 
 IGNORE_LABEL = -100
 COLUMNS = ["inputs", "labels", "puzzle_id"]
@@ -22,23 +24,7 @@ def _binary_rows(column: Any, seq_len: int, name: str) -> np.ndarray:
     import pyarrow as pa
 
     if isinstance(column, (pa.ChunkedArray, pa.Array)):
-        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-        parts = []
-        for arr in chunks:
-            if arr.null_count:
-                raise ValueError(f"column {name}: {arr.null_count} null values")
-            if len(arr) == 0:
-                continue
-            wide = pa.types.is_large_binary(arr.type)
-            if not (wide or pa.types.is_binary(arr.type)):
-                raise ValueError(f"column {name}: expected binary values, got {arr.type}")
-            _, off_buf, data_buf = arr.buffers()
-            offsets = np.frombuffer(off_buf, np.int64 if wide else np.int32)[arr.offset:arr.offset + len(arr) + 1]
-            if not (np.diff(offsets) == seq_len).all():
-                raise ValueError(f"column {name}: every value must hold seq_len={seq_len} bytes")
-            data = np.frombuffer(data_buf, np.uint8)[offsets[0]:offsets[-1]]
-            parts.append(data.reshape(-1, seq_len))
-        return np.concatenate(parts) if parts else np.zeros((0, seq_len), np.uint8)
+        return byte_matrix(column, seq_len, name)
     values = list(column)
     if any(len(v) != seq_len for v in values):
         raise ValueError(f"column {name}: every value must hold seq_len={seq_len} bytes")
@@ -58,9 +44,19 @@ def decode_table(table_or_batch: Any, seq_len: int) -> dict[str, np.ndarray]:
     return {"inputs": inputs.astype(np.int32), "labels": labels, "puzzle_ids": ids.astype(np.int32)}
 
 
-def _part_files(meta: DatasetMeta, split: str) -> list[Path]:
-    folder = meta.split_dir(split)
-    files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+def part_files(meta: DatasetMeta, split: str) -> list[str]:
+    """Locations (paths or URIs) of the split's Parquet parts in ``example_id`` order: the ones metadata.json names.
+
+    Only those are read: parts of a build that died, or of an older build still being cleaned up, are never mixed in.
+    """
+    from pipeline import storage
+
+    folder = meta.split_dir(split)  # also checks the split name
+    if meta.files is not None:
+        files = [storage.join(meta.path, p["path"]) for p in meta.files.get(split, [])]
+    else:  # datasets from before metadata listed its parts
+        files = [storage.join(folder, n) for n in storage.listdir(folder)
+                 if n.startswith("part-") and n.endswith(".parquet")]
     if meta.counts.get(split, 0) and not files:
         raise FileNotFoundError(f"{folder}: no Parquet parts, but metadata lists {meta.counts[split]} rows")
     return files
@@ -68,20 +64,27 @@ def _part_files(meta: DatasetMeta, split: str) -> list[Path]:
 
 def load_split(path: str | Path, split: str, limit: int | None = None, *,
                with_ids: bool = False) -> dict[str, np.ndarray]:
-    """A split as NumPy arrays (plain pyarrow, no Ray); the first ``limit`` rows when given.
+    """A split as NumPy arrays (plain pyarrow, no Ray), rows in ``example_id`` order; the first ``limit`` rows when
+    given. ``path`` is a local folder or an ``s3://`` / ``gs://`` prefix.
 
     ``with_ids`` adds ``group_ids`` and ``example_ids`` (int64).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipeline import storage
+
     meta = read_metadata(path)
-    columns = COLUMNS + (["group_id", "example_id"] if with_ids else [])
+    columns = COLUMNS + ["group_id", "example_id"]
+    fs = storage.filesystem(meta.path)[0]
     tables, n = [], 0
-    for file in _part_files(meta, split):
+    for file in part_files(meta, split):
         if limit is not None and n >= limit:
             break
-        table = pq.read_table(file, columns=columns)
+        table = pq.read_table(storage.filesystem(file)[1], columns=columns, filesystem=fs)
+        ids = table.column("example_id").to_numpy()
+        if len(ids) > 1 and (np.diff(ids) < 0).any():  # a writer may order rows within a part freely
+            table = table.take(np.argsort(ids, kind="stable"))
         tables.append(table)
         n += table.num_rows
     if not tables:
@@ -100,15 +103,22 @@ def load_split(path: str | Path, split: str, limit: int | None = None, *,
 
 
 def read_split(path: str | Path, split: str, *, override_num_blocks: int | None = None):
-    """A split as a ``ray.data.Dataset`` with batches ``inputs`` int32, ``labels`` int64, ``puzzle_ids`` int32."""
+    """A split as a ``ray.data.Dataset`` with batches ``inputs`` int32, ``labels`` int64, ``puzzle_ids`` int32.
+
+    ``path`` is a local folder or an ``s3://`` / ``gs://`` prefix; only the parts metadata.json names are read.
+    """
     import ray
 
+    from pipeline import storage
+
     meta = read_metadata(path)
-    files = _part_files(meta, split)
+    files = part_files(meta, split)
     if not files:
         raise ValueError(f"{meta.path}: the {split} split is empty")
+    fs = storage.filesystem(meta.path)[0]
     seq_len = meta.seq_len
-    ds = ray.data.read_parquet([str(f) for f in files], columns=COLUMNS, override_num_blocks=override_num_blocks)
+    ds = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs, columns=COLUMNS,
+                               override_num_blocks=override_num_blocks)
     return ds.map_batches(lambda batch: decode_table(batch, seq_len), batch_format="numpy")
 
 
@@ -134,5 +144,5 @@ def arc_test_refs(meta: DatasetMeta, puzzle_ids: np.ndarray) -> list:
     return refs
 
 
-__all__ = ["read_metadata", "DatasetMeta", "read_split", "load_split", "decode_table", "arc_test_refs",
+__all__ = ["read_metadata", "DatasetMeta", "read_split", "load_split", "part_files", "decode_table", "arc_test_refs",
            "IGNORE_LABEL", "SPLITS"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ _REQUIRED = ("task", "task_args", "vocab_size", "seq_len", "num_puzzle_identifie
 class DatasetMeta:
     """The parsed metadata.json; ``puzzle_identifiers[i]`` names puzzle id ``i`` ("task|variant", ARC only)."""
 
-    path: Path
+    path: str  # a local folder (absolute) or an s3:// / gs:// URI: never a pathlib.Path (it mangles URIs)
     task: str
     task_args: dict[str, Any]
     vocab_size: int
@@ -40,6 +39,10 @@ class DatasetMeta:
     puzzle_identifiers: list[str] | None = None
     transforms: list[list[Any]] | None = None  # ARC: per puzzle id [dihedral id, colour permutation "0…9"]
     stats: dict[str, Any] = field(default_factory=dict)
+    # per split, the Parquet parts in example_id order: [{"path": relative to the dataset, "rows", "first"}, ...]
+    # (datasets from before this field: every train/part-*.parquet in name order)
+    files: dict[str, list[dict[str, Any]]] | None = None
+    parts: dict[str, int] | None = None
 
     def make_task(self):
         """The ``hrm.tasks`` object that encoded this dataset (``render``, ``score``, ``decode``)."""
@@ -47,36 +50,45 @@ class DatasetMeta:
 
         return make_task(self.task, self.task_args)
 
-    def split_dir(self, split: str) -> Path:
+    def split_dir(self, split: str) -> str:
+        from pipeline import storage
+
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
-        return self.path / split
+        return storage.join(self.path, split)
 
 
-def write_metadata(directory: Path, meta: dict[str, Any]) -> Path:
-    """Write ``metadata.json`` (adds ``created``); written via a temp file and a rename."""
+def write_metadata(directory: str | Path, meta: dict[str, Any]) -> str:
+    """Write ``metadata.json`` (adds ``created``) atomically: temp file + rename locally, one PUT on S3/GCS."""
+    from pipeline import storage
+
     meta = {**meta, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    path = Path(directory) / METADATA
-    tmp = path.with_suffix(".json.part")
+    path = storage.join(storage.normalize(directory), METADATA)
     # one top-level key per line, values compact: ARC's per-identifier lists stay small and greppable
     lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()]
-    tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
-    os.replace(tmp, path)
+    storage.write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
     return path
 
 
 def read_metadata_dict(path: str | Path) -> dict[str, Any]:
-    """The raw metadata.json of dataset directory ``path``; clear errors when missing or incomplete."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"dataset directory {path} does not exist")
-    file = path / METADATA
-    if not file.is_file():
-        raise FileNotFoundError(f"{path} is not a complete dataset: {METADATA} is missing "
-                                f"(build it with `hrm data build`)")
+    """The raw metadata.json of dataset ``path`` (a folder or an s3:// / gs:// prefix); clear errors when missing
+    or incomplete. A location without metadata.json is not a dataset (a build in progress, or one that died)."""
+    from pipeline import storage
+
+    path = storage.normalize(path)
+    file = storage.join(path, METADATA)
     try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = storage.read_text(file)
+    except (FileNotFoundError, IsADirectoryError, OSError) as e:
+        if not storage.exists(path):
+            raise FileNotFoundError(f"dataset directory {path} does not exist") from None
+        if isinstance(e, FileNotFoundError) or not storage.is_file(file):
+            raise FileNotFoundError(f"{path} is not a complete dataset: {METADATA} is missing "
+                                    f"(build it with `hrm data build`)") from None
+        raise
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ValueError(f"{file}: not valid JSON ({e})") from e
     if not isinstance(raw, dict):
         raise ValueError(f"{file}: expected a JSON object")
@@ -87,15 +99,22 @@ def read_metadata_dict(path: str | Path) -> dict[str, Any]:
 
 
 def read_metadata(path: str | Path) -> DatasetMeta:
-    """``DatasetMeta`` of dataset directory ``path``; also checks that its split folders exist."""
-    path = Path(path)
+    """``DatasetMeta`` of dataset ``path`` (folder or URI); also checks that each non-empty split's data exists."""
+    from pipeline import storage
+
+    path = storage.normalize(path)
     raw = read_metadata_dict(path)
-    for split in SPLITS:
-        if raw["counts"].get(split, 0) and not (path / split).is_dir():
-            raise FileNotFoundError(f"{path}: metadata lists {raw['counts'][split]} {split} rows but "
-                                    f"{path / split} is missing")
     known = set(DatasetMeta.__dataclass_fields__) - {"path"}
-    return DatasetMeta(path=path, **{k: v for k, v in raw.items() if k in known})
+    meta = DatasetMeta(path=path, **{k: v for k, v in raw.items() if k in known})
+    for split in SPLITS:
+        if not raw["counts"].get(split, 0):
+            continue
+        listed = (meta.files or {}).get(split)
+        where = storage.join(path, listed[0]["path"]) if listed else meta.split_dir(split)
+        if not storage.exists(where):
+            raise FileNotFoundError(f"{path}: metadata lists {raw['counts'][split]} {split} rows but {where} "
+                                    f"is missing")
+    return meta
 
 
 __all__ = ["DatasetMeta", "read_metadata", "read_metadata_dict", "write_metadata", "code_version", "METADATA",

@@ -1,10 +1,11 @@
 """Builders for tasks made of fixed-size (question, answer) grids: Sudoku and Maze.
 
-Stage 1 (Ray Data) makes *originals* in fixed-size chunks -- generated from ``(seed, stream, chunk)``, or read from a
-CSV by the driver and checked in parallel -- saved as staging ``.npz`` files; each chunk sends back a summary
-(canonical keys, problems, stats). The driver then de-duplicates by canonical form (first occurrence wins, in chunk
+Stage 1 (Ray Data, ``make_originals``) makes *originals* in fixed-size chunks -- generated from
+``(seed, stream, chunk)``, or read from a CSV by the driver and checked in parallel; each chunk sends back a summary
+with its originals (canonical keys, problems, stats). No staging files: the work runs wherever Ray puts it. The driver then de-duplicates by canonical form (first occurrence wins, in chunk
 order), tops a generated stream up with more chunks when duplicates left it short, splits, and cuts the work into
-jobs of whole originals. Stage 2 (Ray Data) encodes and augments each job into one Parquet part.
+jobs of whole originals, each carrying its originals. Stage 2 (Ray Data, ``augment_and_encode`` → ``write_parquet``)
+encodes and augments each job into the rows of one Parquet part.
 
 Streams: ``all`` (split by the driver into train/test), ``train`` and ``test`` (already split).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,6 @@ class OriginalsBuilder:
 
     def __init__(self, cfg, skip_invalid: bool = False):
         self.cfg, self.sec, self.seed, self.skip_invalid = cfg, cfg.section, cfg.seed, skip_invalid
-        self.staging: Path | None = None
         self.sources: dict[str, str] = {}  # stream -> CSV path (imports)
         self.next_chunk: dict[str, int] = {}
         self.rounds = 0
@@ -81,9 +80,6 @@ class OriginalsBuilder:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ stage 1
-    def _file(self, stream: str, chunk: int) -> str:
-        return str(self.staging / f"{stream}-{chunk:05d}.npz")
-
     def _gen_items(self, stream: str, count: int, full_size: bool) -> list[dict[str, Any]]:
         size = self.chunk_size()
         items = []
@@ -91,14 +87,12 @@ class OriginalsBuilder:
         n_chunks = math.ceil(count / size)
         for k in range(n_chunks):
             n = size if full_size else min(size, count - k * size)
-            items.append({"mode": "generate", "stream": stream, "chunk": start + k, "size": n,
-                          "file": self._file(stream, start + k)})
+            items.append({"mode": "generate", "stream": stream, "chunk": start + k, "size": n})
         self.next_chunk[stream] = start + n_chunks
         return items
 
-    def prepare(self, staging: Path) -> list[dict[str, Any]]:
-        self.staging = staging
-        staging.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> list[dict[str, Any]]:
+        """The first stage-1 items: chunks to generate, or imported slices to check (carrying their rows)."""
         targets = self.targets()
         if targets is not None:
             return [it for s, n in targets.items() if n > 0 for it in self._gen_items(s, n, full_size=False)]
@@ -108,25 +102,23 @@ class OriginalsBuilder:
             size = self.sec.import_chunk
             for k, lo in enumerate(range(0, len(q), size)):
                 sl = slice(lo, lo + size)
-                file = self._file(stream, k)
-                np.savez(file, q=q[sl], a=a[sl], rating=rating[sl], line=line[sl])
-                items.append({"mode": "check", "stream": stream, "chunk": k, "size": len(q[sl]), "file": file})
+                items.append({"mode": "check", "stream": stream, "chunk": k, "size": len(q[sl]),
+                              "q": q[sl], "a": a[sl], "rating": rating[sl], "line": line[sl]})
             log.info("%s stream: %d originals imported from %s", stream, len(q), self.sources.get(stream))
         return items
 
     def run_item(self, item: dict[str, Any]) -> dict[str, Any]:
         """Worker side of stage 1."""
-        stream, file = item["stream"], item["file"]
+        stream = item["stream"]
         bad: list[tuple[int, int, str]] = []
         if item["mode"] == "generate":
             q, a, rating = self.generate_chunk(stream, item["chunk"], item["size"])
-            np.savez(file, q=q, a=a, rating=rating, line=np.full(len(q), -1, np.int64))
         else:
-            with np.load(file) as z:
-                q, a, rating, lines = z["q"], z["a"], z["rating"], z["line"]
+            q, a, rating, lines = item["q"], item["a"], item["rating"], item["line"]
             bad = [(r, int(lines[r]), why) for r, why in self.check(q, a)]
         keys = [self.key(x) for x in q] if self.needs_keys(stream) else None
-        return {**item, "n": len(q), "keys": keys, "bad": bad, "rating_sum": int(np.asarray(rating).sum())}
+        return {"mode": item["mode"], "stream": stream, "chunk": item["chunk"], "n": len(q), "q": q, "a": a,
+                "keys": keys, "bad": bad, "rating_sum": int(np.asarray(rating).sum())}
 
     # ------------------------------------------------------------------ driver: dedup, top-up, split, jobs
     def plan(self, summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | tuple[str, list]:
@@ -170,7 +162,7 @@ class OriginalsBuilder:
         seen: set[bytes] = set()
         kept: dict[str, list[np.ndarray]] = {s: [] for s in STREAM_CODE}
         generated = {s: 0 for s in STREAM_CODE}
-        self.files: list[str] = []
+        self.chunks: list[tuple[np.ndarray, np.ndarray]] = []
         ordered = sorted(summaries, key=lambda s: (("train", "all", "test").index(s["stream"]), s["chunk"]))
         duplicates = 0
         for s in ordered:
@@ -185,8 +177,8 @@ class OriginalsBuilder:
                         fresh.append(r)
                 duplicates += len(rows) - len(fresh)
                 rows = np.asarray(fresh, np.int64)
-            kept[s["stream"]].append(np.stack([np.full(len(rows), len(self.files)), rows], axis=1))
-            self.files.append(s["file"])
+            kept[s["stream"]].append(np.stack([np.full(len(rows), len(self.chunks)), rows], axis=1))
+            self.chunks.append((s["q"], s["a"]))
         self.stats["duplicates"] = duplicates
         self.stats["candidates"] = sum(generated.values())
         n = sum(s["n"] for s in summaries)
@@ -209,23 +201,17 @@ class OriginalsBuilder:
             self.stats[f"{split}_originals"] = len(refs)
             for lo in range(0, len(refs), per_job):
                 part = refs[lo:lo + per_job]
-                jobs.append({"split": split, "rows": len(part) * augs, "refs": part, "group_start": lo,
-                             "augs": augs, "files": {int(f): self.files[f] for f in np.unique(part[:, 0])}})
+                q = np.stack([self.chunks[f][0][r] for f, r in part.tolist()])
+                a = np.stack([self.chunks[f][1][r] for f, r in part.tolist()])
+                jobs.append({"split": split, "rows": len(part) * augs, "q": q, "a": a, "group_start": lo,
+                             "augs": augs})
         self.groups = {s: len(v) for s, v in splits.items()}
         return jobs
 
     # ------------------------------------------------------------------ stage 2
     def run_job(self, job: dict[str, Any]):
         """Worker side of stage 2: (inputs, labels, puzzle_id, group_id) of one job."""
-        refs = job["refs"]
-        q = a = None
-        for f, file in job["files"].items():
-            sel = refs[:, 0] == f
-            with np.load(file) as z:
-                zq, za = z["q"], z["a"]
-            if q is None:
-                q, a = np.empty((len(refs), zq.shape[1]), zq.dtype), np.empty((len(refs), za.shape[1]), za.dtype)
-            q[sel], a[sel] = zq[refs[sel, 1]], za[refs[sel, 1]]
+        q, a = job["q"], job["a"]
         groups = job["group_start"] + np.arange(len(q), dtype=np.int64)
         inputs, labels = self.encode(q, a, job["split"], groups, job["augs"])
         group_id = np.repeat(groups, job["augs"])

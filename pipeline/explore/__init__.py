@@ -4,3 +4,7 @@
 the ACT segments of a registered model on a puzzle (02_reasoning); ``sweeps`` a Tune sweep read back from MLflow
 (03_sweeps). The notebooks only call these and show what they return.
 """
+
+from pipeline.tracking import quiet_downloads as _quiet_downloads
+
+_quiet_downloads()  # no "Downloading artifacts" bars in the notebooks' outputs

@@ -1,7 +1,11 @@
 """HRM as an MLflow pyfunc: puzzles in (strings or grids, per task), solutions out with halting steps and confidence.
 
-Loads a plain state dict + config with the ``hrm`` package shipped alongside (``code_paths``), so no pickled
-model or ``torch.export`` graph is involved (the halting loop is data-dependent).
+Each solution comes back twice: ``solution`` in the task's compact input format (Sudoku: one line of cells, ``.``
+blank; Maze and ARC: one line of cells per row), so it can be fed back in, and ``grid``, the JSON list of rows in
+the task's alphabet (Sudoku digits, 0 blank; Maze characters; ARC colours; ``null`` for a malformed ARC canvas).
+
+Loads a plain state dict + config with the code serving imports shipped alongside (``pipeline.serving.code``), so
+no pickled model or ``torch.export`` graph is involved (the halting loop is data-dependent).
 """
 
 from __future__ import annotations
@@ -12,24 +16,23 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 MODEL_FILE = Path(__file__).with_name("model_file.py")  # builds an HRMSolver when MLflow loads the model
-
-
-def code_paths() -> list[str]:
-    """The packages shipped inside the logged model, so it loads where hrm-pipeline is not installed."""
-    return [str(PACKAGE_ROOT / "hrm"), str(PACKAGE_ROOT / "pipeline")]
+COLUMNS = ["solution", "grid", "steps", "confidence"]
 
 
 def signature():
-    """Input: a ``puzzle`` column (text or JSON grids); output: solution, halting steps, confidence; params: adaptive."""
+    """Input: a ``puzzle`` column (text or JSON grids); output: solution, grid, halting steps, confidence;
+    params: adaptive."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "puzzle")]),
-        outputs=Schema([ColSpec("string", "solution"), ColSpec("long", "steps"), ColSpec("double", "confidence")]),
+        outputs=Schema([ColSpec("string", "solution"), ColSpec("string", "grid"), ColSpec("long", "steps"),
+                        ColSpec("double", "confidence")]),
         params=ParamSchema([ParamSpec("adaptive", "boolean", True)]))
 
 
@@ -48,6 +51,40 @@ def _as_text(item: Any) -> str:
     raise ValueError(f"a puzzle must be a string or a grid (list of rows), got {type(item).__name__}")
 
 
+def compact(task, tokens) -> str:
+    """A solution in the task's compact input format (what ``task.parse`` reads back)."""
+    if task.name == "sudoku":
+        return "".join("." if v == 0 else str(int(v)) for v in task.decode(tokens).ravel())
+    return task.render(tokens)  # Maze and ARC render one line of cells per row: their input format
+
+
+def grid_json(task, tokens) -> str:
+    """A solution as a JSON list of rows in the task's alphabet; ``null`` when the tokens hold no grid."""
+    try:
+        grid = task.decode(tokens)
+    except ValueError:
+        return "null"
+    return json.dumps(grid.tolist())
+
+
+class BadRequest(MlflowException):
+    """An MLflow 400 (INVALID_PARAMETER_VALUE) whose message stays what it was made with: MLflow's scoring server
+    rewrites every prediction error's message to ``Failed to predict data '<the whole request>'. Error: ...``,
+    burying what is wrong."""
+
+    def __init__(self, message: str):
+        super().__init__(message, INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._first
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_first"):  # MlflowException.__init__ sets it first; later writes are ignored
+            self._first = value
+
+
 class HRMSolver(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from hrm.tasks import make_task
@@ -58,15 +95,11 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
         self.task = make_task(self.info["task"], self.info.get("task_args"))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
         from hrm.solve import solve
 
         if isinstance(model_input, pd.DataFrame):
             if "puzzle" not in model_input.columns:
-                raise MlflowException(f"expected a column 'puzzle', got {list(model_input.columns)}",
-                                      INVALID_PARAMETER_VALUE)
+                raise BadRequest(f"no column 'puzzle' in the input (got {list(model_input.columns)})")
             items = list(model_input["puzzle"])
         elif isinstance(model_input, (list, tuple)):
             items = list(model_input)
@@ -75,9 +108,17 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
         else:
             items = [model_input]
         adaptive = bool((params or {}).get("adaptive", True))
-        try:
-            solutions = solve(self.model, self.task, [_as_text(x) for x in items], adaptive=adaptive)
-        except ValueError as err:
-            raise MlflowException(f"bad puzzle: {err}", INVALID_PARAMETER_VALUE) from err
-        return pd.DataFrame({"solution": [s.solution for s in solutions], "steps": [s.steps for s in solutions],
-                             "confidence": [s.confidence for s in solutions]})
+        texts = []
+        for i, item in enumerate(items):
+            try:
+                text = _as_text(item)
+                self.task.parse(text)
+            except ValueError as err:
+                where = f"bad puzzle {i + 1} of {len(items)}" if len(items) > 1 else "bad puzzle"
+                raise BadRequest(f"{where}: {err}") from err
+            texts.append(text)
+        solutions = solve(self.model, self.task, texts, adaptive=adaptive)
+        return pd.DataFrame({"solution": [compact(self.task, s.tokens) for s in solutions],
+                             "grid": [grid_json(self.task, s.tokens) for s in solutions],
+                             "steps": [s.steps for s in solutions],
+                             "confidence": [s.confidence for s in solutions]}, columns=COLUMNS)

@@ -1,77 +1,86 @@
 """Global batches that are the same whatever the number of workers.
 
-Every worker reads the same row stream (Ray Data, deterministic order), mixes it in a seeded shuffle buffer of
-``buffer_batches`` global batches (a new permutation each epoch), and takes its own slice of each global batch.
-So 1 worker at batch G and W workers at G/W each train on exactly the same examples, and a resumed run can skip to
-the same position.
+The training split (``example_id`` 0..N-1) is cut into K contiguous *shards* (``data_shards``). Every global batch
+of G rows takes G/K rows from each shard, in shard order; each shard is permuted by its own RNG seeded with
+(seed, epoch, shard). Worker r of W owns the contiguous shards [r·K/W, (r+1)·K/W): it reads only their rows
+(pipeline.train.ingest) and its local batch is exactly its slice of the global batch. So W workers at G/W and one
+worker at G train on identical batches (same K), and a resumed run skips to the same position exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
+from pipeline.data.loader import IGNORE_LABEL
+
 Rows = dict[str, np.ndarray]
 
 
-def _take(buffer: list[Rows], n: int) -> tuple[Rows, list[Rows]]:
-    """The first n rows of a list of row batches, and what is left."""
-    out, rest, have = [], [], 0
-    for i, part in enumerate(buffer):
-        size = len(next(iter(part.values())))
-        if have + size <= n:
-            out.append(part)
-            have += size
-        else:
-            cut = n - have
-            if cut:
-                out.append({k: v[:cut] for k, v in part.items()})
-            rest = [{k: v[cut:] for k, v in part.items()}] + buffer[i + 1:]
-            break
-    return {k: np.concatenate([p[k] for p in out]) for k in out[0]}, rest
+def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
+    """[start, stop) example ids of each of ``shards`` contiguous shards of ``n`` rows (sizes differ by ≤ 1)."""
+    return [(k * n // shards, (k + 1) * n // shards) for k in range(shards)]
 
 
-class GlobalBatches:
-    def __init__(self, stream: Callable[[int], Iterable[Rows]], *, global_batch: int, rank: int, world: int,
-                 seed: int, buffer_batches: int = 16):
-        if global_batch % world:
-            raise ValueError(f"global batch {global_batch} is not divisible by {world} workers")
-        self.stream, self.G, self.rank, self.world = stream, global_batch, rank, world
-        self.seed, self.buffer_rows = seed, buffer_batches * global_batch
+def check_layout(global_batch: int, shards: int, world: int) -> None:
+    if shards < 1 or world < 1:
+        raise ValueError(f"data_shards ({shards}) and workers ({world}) must be >= 1")
+    if shards % world:
+        raise ValueError(f"data_shards {shards} is not divisible by {world} workers")
+    if global_batch % shards:
+        raise ValueError(f"global batch {global_batch} is not divisible by data_shards {shards}")
+
+
+def worker_range(n: int, shards: int, world: int, rank: int) -> tuple[int, int]:
+    """[lo, hi) example ids worker ``rank`` of ``world`` reads: its contiguous run of shards."""
+    if shards % world:
+        raise ValueError(f"data_shards {shards} is not divisible by {world} workers")
+    bounds = shard_bounds(n, shards)
+    per = shards // world
+    return bounds[rank * per][0], bounds[(rank + 1) * per - 1][1]
+
+
+def batches_per_epoch(n: int, global_batch: int) -> int:
+    """Full global batches per epoch: (N // K) // (G / K) == N // G whatever K (nested floor division)."""
+    return n // global_batch
+
+
+def decode(rows: Rows) -> Rows:
+    """Compact rows (uint8 token bytes, label byte 0 = ignore) -> the loader's arrays: ``inputs`` int32,
+    ``labels`` int64 with IGNORE_LABEL, ``puzzle_ids`` int32."""
+    labels = rows["labels"].astype(np.int64)
+    labels[labels == 0] = IGNORE_LABEL
+    return {"inputs": rows["inputs"].astype(np.int32), "labels": labels,
+            "puzzle_ids": rows["puzzle_ids"].astype(np.int32)}
+
+
+class ShardedBatches:
+    """This worker's slice of every global batch, from ``share``: the compact rows of example ids [lo, hi) of
+    :func:`worker_range`, in example_id order (pipeline.train.ingest.collect_share)."""
+
+    def __init__(self, share: Rows, *, n: int, global_batch: int, shards: int, rank: int, world: int, seed: int):
+        check_layout(global_batch, shards, world)
+        lo, hi = worker_range(n, shards, world, rank)
+        size = len(share["puzzle_ids"])
+        if size != hi - lo:
+            raise ValueError(f"worker {rank} holds {size} rows, but its shards span example ids [{lo}, {hi})")
+        per = shards // world
+        self.share, self.seed = share, seed
+        self.shards = [(k, start - lo, stop - start)
+                       for k, (start, stop) in enumerate(shard_bounds(n, shards)) if rank * per <= k < (rank + 1) * per]
+        self.take = global_batch // shards  # rows from each shard per global batch
+        self.per_epoch = batches_per_epoch(n, global_batch)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[int, Rows]]:
-        """(index in epoch, this worker's rows) for every full global batch of ``epoch``, from index ``skip``."""
-        rng = np.random.default_rng([self.seed, epoch])
-        local = self.G // self.world
-        lo, hi = self.rank * local, (self.rank + 1) * local
-        pending: list[Rows] = []
-        n_pending = 0
-        index = 0
-        source = iter(self.stream(epoch))
-        exhausted = False
-        while True:
-            while not exhausted and n_pending < self.buffer_rows:
-                try:
-                    part = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                if len(next(iter(part.values()))):
-                    pending.append(part)
-                    n_pending += len(next(iter(part.values())))
-            take = min(n_pending, self.buffer_rows) // self.G * self.G
-            if take == 0:
-                return  # the last partial global batch is dropped
-            rows, pending = _take(pending, take)
-            n_pending -= take
-            order = rng.permutation(take)
-            for start in range(0, take, self.G):
-                if index >= skip:
-                    chosen = order[start:start + self.G][lo:hi]
-                    yield index, {k: v[chosen] for k, v in rows.items()}
-                index += 1
+        """(index in epoch, this worker's decoded rows) for every full global batch of ``epoch``, from ``skip``."""
+        m, used = self.take, self.per_epoch * self.take  # rows of each shard this epoch uses (the rest: dropped)
+        orders = np.stack([offset + np.random.default_rng([self.seed, epoch, k]).permutation(size)[:used]
+                           for k, offset, size in self.shards])  # (owned shards, used): row positions in share
+        for index in range(skip, self.per_epoch):
+            chosen = orders[:, index * m:(index + 1) * m].reshape(-1)  # shard by shard, in shard order
+            yield index, decode({key: value[chosen] for key, value in self.share.items()})
 
 
 def to_torch(rows: Rows, device: torch.device | str) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,19 @@ def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, rank:
     rngs = state["rng"]
     set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     return Position(**state["position"])
+
+
+EXPORT_FILES = ("model.pt", "model.json")  # what serving needs of a checkpoint: weights (EMA when on) + config
+
+
+def copy_export(checkpoint: Path, folder: Path) -> Path:
+    """Copy a checkpoint's export pair (not ``state.pt``: optimizer, RNG and training copies) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in EXPORT_FILES:
+        if not (checkpoint / name).is_file():
+            raise FileNotFoundError(f"{checkpoint}: no {name}; not a checkpoint of this package")
+        shutil.copy2(checkpoint / name, folder / name)
+    return folder
 
 
 def load_export(folder: Path, map_location: str = "cpu") -> tuple[HRM, dict[str, Any]]:

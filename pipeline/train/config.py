@@ -44,7 +44,10 @@ class TrainConfig:
     eval_limit: int | None = None  # at most this many test examples per evaluation
     eval_samples: int = 4  # puzzles drawn with the model's answers in the MLflow artifacts
     log_interval: int = 20  # steps between metric logs
-    shuffle_buffer_batches: int = 16  # global batches mixed by the in-worker shuffle
+    # contiguous shards of the training split; every global batch takes global_batch_size / data_shards rows from
+    # each (pipeline.train.batches). None = global_batch_size. Runs with the same data_shards and global batch
+    # train on identical batches whatever num_workers (which must divide it).
+    data_shards: int | None = None
     checkpoint_keep: int = 2  # best by checkpoint_metric, plus the latest
     checkpoint_metric: str = "eval/exact_accuracy"
     ema: float | None = None  # e.g. 0.999 (TRM): evaluate and export the EMA weights
@@ -69,7 +72,8 @@ class TrainConfig:
             problems.append("scaling.num_workers must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1 (or null: epochs decide), got {self.max_steps}")
-        for name in ("epochs", "eval_interval", "log_interval", "checkpoint_keep", "shuffle_buffer_batches"):
+        problems += self._shard_problems()
+        for name in ("epochs", "eval_interval", "log_interval", "checkpoint_keep"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ema is not None and not 0 < self.ema < 1:
@@ -78,6 +82,25 @@ class TrainConfig:
         problems += name_problems(self.name)
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def _shard_problems(self) -> list[str]:
+        if self.data_shards is None:
+            return []
+        if self.data_shards < 1:
+            return [f"data_shards must be >= 1 (or null: global_batch_size), got {self.data_shards}"]
+        problems = []
+        if self.scaling.num_workers >= 1 and self.data_shards % self.scaling.num_workers:
+            problems.append(f"data_shards {self.data_shards} is not divisible by scaling.num_workers "
+                            f"{self.scaling.num_workers} (each worker owns data_shards / num_workers shards)")
+        if self.global_batch_size >= 1 and self.global_batch_size % self.data_shards:
+            problems.append(f"global_batch_size {self.global_batch_size} is not divisible by data_shards "
+                            f"{self.data_shards} (each global batch takes the same number of rows from every shard)")
+        return problems
+
+    @property
+    def shards(self) -> int:
+        """data_shards resolved: global_batch_size when unset."""
+        return self.data_shards or self.global_batch_size
 
     @property
     def local_batch_size(self) -> int:
@@ -106,23 +129,25 @@ def run_model_config(cfg: TrainConfig, meta, **overrides: Any):
                         num_puzzle_identifiers=meta.num_puzzle_identifiers, **{**cfg.model, **overrides})
 
 
-def resolve_data(cfg: TrainConfig, base: Path | None = None) -> Path:
-    """The dataset folder as an absolute path, checked for a complete dataset."""
-    path = Path(cfg.data)
-    if not path.is_absolute():
-        path = (base or Path.cwd()) / path
-    if not (path / "metadata.json").is_file():
+def resolve_data(cfg: TrainConfig, base: Path | None = None) -> str:
+    """The dataset as an absolute local path or an s3:// / gs:// URI (a ``str``: ``Path`` mangles URIs), checked
+    for a complete dataset (its metadata.json, written last)."""
+    from pipeline import storage
+
+    path = cfg.data
+    if not storage.is_remote(path) and not Path(path).is_absolute():
+        path = str((base or Path.cwd()) / path)
+    path = storage.normalize(path)
+    if not storage.is_file(storage.join(path, "metadata.json")):
         raise FileNotFoundError(f"dataset not found: {path} has no metadata.json (build it with `hrm data build`)")
     return path
 
 
 def storage_path_problems(path: str) -> list[str]:
-    """A run folder is a local path: a mount that every node shares on a cluster, never a URI (the job keeps its
-    MLflow run id there for --resume, and Tune keeps the sweep's files there)."""
-    if "://" in path:
-        return [f"storage_path must be a local or mounted folder, got the URI {path!r}: mount the bucket (NFS/EFS, "
-                "mountpoint-s3, gcsfuse) and give the mount's path (see cluster/README.md)"]
-    return [] if path else ["storage_path must not be empty"]
+    """Runs live in a local folder (a mount every node shares, on a cluster) or under an s3:// / gs:// prefix."""
+    from pipeline.train.run_folder import location_problems
+
+    return location_problems(path)
 
 
 def resolve_tracking_uri(cfg: TrainConfig) -> str:

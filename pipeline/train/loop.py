@@ -20,7 +20,7 @@ from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import build_optimizers, set_lr, train_step
 from pipeline.train import checkpoint
-from pipeline.train.batches import GlobalBatches, to_torch
+from pipeline.train.batches import ShardedBatches, to_torch, worker_range
 from pipeline.train.config import TrainConfig, run_model_config
 from pipeline.train.evaluate import evaluate
 
@@ -86,10 +86,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from pipeline.data.loader import arc_test_refs, load_split, read_metadata
     from hrm.tasks import make_task
-    from pipeline.tracking import RunLogger
+    from pipeline.tracking import RunLogger, start_system_metrics
 
     cfg: TrainConfig = from_dict(TrainConfig, config["train"])
-    data_path = Path(config["data_path"])
+    data_path = config["data_path"]  # a local path or an s3:// / gs:// URI: kept a str
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -103,6 +103,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         run = RunLogger(config["tracking_uri"], config["run_id"])
         run.log_params({"resolved.forward_dtype": model.config.forward_dtype})
         run.set_tags({"resolved.forward_dtype.reason": dtype_reason})
+        start_system_metrics(config["tracking_uri"], config["run_id"])  # system/* metrics of rank 0's machine
     opt = build_optimizers(model, cfg.optim)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
@@ -118,11 +119,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     compile_ = cfg.compile if cfg.compile is not None else device.type == "cuda"
     forward = torch.compile(model) if compile_ else model
     quiet_data_stream(config.get("progress"))
-    shard = ray.train.get_dataset_shard("train")
-    batches = GlobalBatches(lambda epoch: shard.iter_batches(batch_size=4096, batch_format="numpy"),
-                            global_batch=cfg.global_batch_size, rank=rank, world=world, seed=cfg.seed,
-                            buffer_batches=cfg.shuffle_buffer_batches)
-    per_epoch = meta.counts["train"] // cfg.global_batch_size
+    batches = read_share(cfg, meta.counts["train"], rank, world)
+    per_epoch = batches.per_epoch
     if per_epoch == 0:
         raise ValueError(f"the training split has {meta.counts['train']} examples, fewer than one global batch "
                          f"({cfg.global_batch_size})")
@@ -216,11 +214,29 @@ def _evaluate_and_checkpoint(cfg, model, ema, opt, position, task, eval_arrays, 
         ray.train.report(metrics, checkpoint=ckpt)
 
 
+def read_share(cfg: TrainConfig, rows: int, rank: int, world: int) -> ShardedBatches:
+    """This worker's share of the training split, read once through Ray Train's dataset shard
+    (pipeline.train.ingest), as the batches of every epoch."""
+    import ray.train
+
+    from pipeline.train.share import collect_share
+
+    lo, hi = worker_range(rows, cfg.shards, world, rank)
+    started = time.perf_counter()
+    iterator = ray.train.get_dataset_shard("train")  # a barrier: rank 0 has Train configure every worker's share
+    got = time.perf_counter()
+    share = collect_share(iterator, lo, hi)
+    log.info("worker %d read its share, example ids [%d, %d) (%d rows), in %.1f s (%.1f s of it waiting for the "
+             "shard)", rank, lo, hi, hi - lo, time.perf_counter() - started, got - started)
+    return ShardedBatches(share, n=rows, global_batch=cfg.global_batch_size, shards=cfg.shards, rank=rank,
+                          world=world, seed=cfg.seed)
+
+
 def quiet_data_stream(mode: str | None = None) -> None:
-    """The training stream re-runs every epoch: keep its progress bars and INFO lines out of the display (the
-    stream's own bars are off already: make_trainer turns them off in the Dataset's context, which travels with it).
-    In ``lines`` mode also Ray Train's INFO lines of this worker (a metrics dump and a checkpoint line at every
-    report); its warnings and the controller's lines (worker group, failures and retries) still show."""
+    """Keep Ray Data's progress bars and INFO lines of this worker's share out of the display (its Dataset's bars
+    are off already: ShardedTrainData turns them off in the Dataset's context). In ``lines`` mode also Ray Train's
+    INFO lines of this worker (a metrics dump and a checkpoint line at every report); its warnings and the
+    controller's lines (worker group, failures and retries) still show."""
     from pipeline.progress import quiet_console, quiet_ray_data
 
     quiet_ray_data()

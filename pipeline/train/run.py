@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 from hrm.config import flatten, to_dict
 from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri, run_model_config
+from pipeline.storage import is_remote
+from pipeline.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id.txt"
@@ -72,15 +73,16 @@ def check_resources(cfg: TrainConfig) -> None:
     if need_cpu > cpus:
         raise ValueError(f"{s.num_workers} workers × {s.cpus_per_worker} CPU need {need_cpu:g} CPUs; the cluster "
                          f"has {cpus:g} (lower scaling.cpus_per_worker)")
-    if need_cpu > cpus - 0.5:
+    if need_cpu > cpus - 1:  # Ray Data's read tasks take a whole CPU each; with less they wait forever
         raise ValueError(f"{s.num_workers} workers × {s.cpus_per_worker} CPU leave Ray Data {cpus - need_cpu:g} of "
-                         f"{cpus:g} CPUs and the data stream would starve; use fractional scaling.cpus_per_worker "
+                         f"{cpus:g} CPUs (it needs 1) and the data stream would starve; use fractional "
+                         f"scaling.cpus_per_worker "
                          f"(e.g. {max(0.1, (cpus - 1) / s.num_workers):.2g})")
 
 
-def run_folder(cfg: TrainConfig) -> Path:
-    """The run's folder: Ray Train's run folder, and the MLflow run id file."""
-    return Path(cfg.storage_path).resolve() / cfg.name
+def run_folder(cfg: TrainConfig) -> RunFolder:
+    """The run's folder (local, or s3:// / gs://): Ray Train's run folder, and the MLflow run id file."""
+    return RunFolder(cfg.storage_path, cfg.name)
 
 
 def prepare(cfg: TrainConfig, resume: bool):
@@ -97,27 +99,27 @@ def prepare(cfg: TrainConfig, resume: bool):
         raise ValueError(f"{data_path}: {meta.counts['train']} training examples, fewer than one global batch "
                          f"({cfg.global_batch_size})")
     folder = run_folder(cfg)
-    if resume and not (folder / RUN_ID_FILE).is_file():
+    if resume and folder.read(RUN_ID_FILE) is None:
         raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
     if not resume and folder.exists():
         if not started_without_checkpoint(folder):
             raise FileExistsError(f"run {cfg.name!r} already exists under {folder.parent}: use --resume to continue "
                                   f"it, or choose another name")
         log.warning("run %r under %s failed before its first checkpoint: starting it afresh", cfg.name, folder.parent)
-        shutil.rmtree(folder)
+        folder.remove()
     return data_path, meta, (params, state_bytes)
 
 
 RUN_FOLDER_FILES = {RUN_ID_FILE, ".validate_storage_marker"}  # what a run writes before its first checkpoint
 
 
-def started_without_checkpoint(folder: Path) -> bool:
+def started_without_checkpoint(folder: RunFolder) -> bool:
     """A run folder holding only what a run writes before its first checkpoint (a run that failed early): nothing
     to resume, nothing of the user's to lose."""
-    return folder.is_dir() and all(p.name in RUN_FOLDER_FILES for p in folder.iterdir())
+    return folder.exists() and set(folder.names()) <= RUN_FOLDER_FILES
 
 
-def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: Path, meta,
+def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: str | Path, meta,
              config_file: Path | None = None, tags: dict[str, str] | None = None) -> str:
     """The run's MLflow run id: the one recorded in the run folder when resuming, else a new run (``tags`` added,
     e.g. ``mlflow.parentRunId`` for a sweep trial) whose id is then recorded there."""
@@ -125,7 +127,7 @@ def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: Path, meta,
 
     folder = run_folder(cfg)
     if resume:
-        run_id = (folder / RUN_ID_FILE).read_text().strip()
+        run_id = (folder.read(RUN_ID_FILE) or "").strip()
         log.info("resuming run %s (MLflow run %s)", cfg.name, run_id)
         return run_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,27 +135,29 @@ def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: Path, meta,
         resolved.write_text(json.dumps(to_dict(cfg), indent=2))
         artifacts = [resolved] + ([config_file] if config_file else [])
         run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, flatten(cfg),
-                                    {"task": meta.task, "dataset": str(data_path), **(tags or {})}, artifacts)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RUN_ID_FILE).write_text(run_id)
+                                    {"task": meta.task, "dataset": str(data_path), **(tags or {})}, artifacts,
+                                    dataset=meta)
+    folder.write(RUN_ID_FILE, run_id)
     return run_id
 
 
-def make_trainer(cfg: TrainConfig, data_path: Path, uri: str, run_id: str, *, callbacks: list | None = None,
+def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str, *, callbacks: list | None = None,
                  fault: dict[str, Any] | None = None):
     """The job's TorchTrainer; its Train run is named ``cfg.name`` under ``cfg.storage_path`` (the same name
     resumes), ``callbacks`` are Ray Train callbacks (a Tune trial passes TuneReportCallback)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipeline.data.loader import read_split
-    from pipeline.progress import progress_mode, quiet_ray_data, quiet_stream
+    from pipeline.data.loader import read_metadata
+    from pipeline.progress import progress_mode, quiet_ray_data
+    from pipeline.train.ingest import ShardedTrainData
     from pipeline.train.loop import train_loop_per_worker
 
     progress = progress_mode()  # the workers' stdout is never a TTY: the driver decides for them
     if progress == "lines":
         quiet_ray_data()  # reading the split here (in a Tune trial's process too) logs no INFO lines
     folder = run_folder(cfg)
+    data = ShardedTrainData.for_split(read_metadata(data_path), shards=cfg.shards)
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
     return TorchTrainer(
@@ -163,13 +167,13 @@ def make_trainer(cfg: TrainConfig, data_path: Path, uri: str, run_id: str, *, ca
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=cfg.name, storage_path=str(folder.parent), callbacks=callbacks or None,
+            name=cfg.name, storage_path=folder.parent, callbacks=callbacks or None,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint_keep,
                                                checkpoint_score_attribute=cfg.checkpoint_metric,
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
-        datasets={"train": quiet_stream(read_split(data_path, "train"))},  # no bars on the stream, every epoch
-        dataset_config=DataConfig(datasets_to_split=[]),  # every worker reads the same stream (see batches.py)
+        datasets={"train": data.whole()},  # named for get_dataset_shard; each worker gets only its share:
+        dataset_config=data,  # (pipeline.train.ingest)
     )
 
 
@@ -181,7 +185,7 @@ def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[s
     if "working_dir_files" not in cwd.parts:
         return []
     found = []
-    if (cwd / storage_path).resolve().is_relative_to(cwd):  # a relative path, or an absolute one in there
+    if not is_remote(storage_path) and (cwd / storage_path).resolve().is_relative_to(cwd):  # a relative path, or an absolute one in there
         found.append(f"storage_path {storage_path!r} is inside the job's temporary working directory {cwd}: "
                      "checkpoints and --resume are lost when the job ends; set storage_path to a shared mount "
                      "(e.g. --set storage_path=/mnt/shared/runs)")
@@ -230,18 +234,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
 
 
 def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome:
-    """Log the best checkpoint's model (and its sample answers) to the run; register it; move the alias."""
+    """Log the best checkpoint's model (and its sample answers) to the run, its eval metrics linked to the model
+    and, as ``model/*`` summary metrics of the run, which checkpoint it is; register it; move the alias."""
     from pipeline import tracking
     from pipeline.train.samples import draw_samples
 
     info = json.loads((best / "model.json").read_text())
     metrics: dict[str, Any] = info.get("metrics", {})
-    samples, example = draw_samples(best, Path(meta.path), cfg.eval_samples)
+    samples, example = draw_samples(best, meta.path, cfg.eval_samples)
     from mlflow.tracking import MlflowClient
 
     MlflowClient(uri).log_artifact(run_id, str(samples))
     name = (cfg.tracking.model_name or f"hrm-{meta.task}") if cfg.tracking.register else None
-    logged = tracking.log_model(uri, run_id, best, name, example)
+    step = int(metrics.get("step", 0))
+    numbers = {k: float(v) for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
+    logged = tracking.log_model(uri, run_id, best, name, example, step=step, metrics=numbers)
+    tracking.log_registered_checkpoint(uri, run_id, best.name, step, numbers)
     version = str(logged.registered_model_version) if name and logged.registered_model_version else None
     champion = False
     if name and version:

@@ -63,7 +63,12 @@ class SweepConfig:
         if s.max_t is not None and s.max_t < s.grace_period:
             problems.append(f"scheduler.max_t {s.max_t} is below scheduler.grace_period {s.grace_period}")
         problems += name_problems(self.name)
-        problems += storage_path_problems(self.storage_path)
+        if "://" in self.storage_path:  # the sweep's own files (config, parent run id, report) are local files
+            problems.append(f"storage_path must be a local or mounted folder for a sweep, got the URI "
+                            f"{self.storage_path!r}: mount the bucket (NFS/EFS, mountpoint-s3, gcsfuse) and give "
+                            f"the mount's path (single training runs take s3:// directly)")
+        else:
+            problems += storage_path_problems(self.storage_path)
         if problems:
             raise ValueError("invalid sweep config: " + "; ".join(problems))
 

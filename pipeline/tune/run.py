@@ -76,7 +76,7 @@ def prepare_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path 
         base.storage_path = str(folder / "trials")
         base.tracking.tracking_uri = resolve_tracking_uri(base)
         base.name = sweep.name
-    meta = read_metadata(Path(base.data))
+    meta = read_metadata(base.data)
     if meta.counts["train"] < base.global_batch_size:
         raise ValueError(f"{base.data}: {meta.counts['train']} training examples, fewer than one global batch "
                          f"({base.global_batch_size})")
@@ -128,7 +128,7 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(setup["base"], params, trial_name(setup["sweep"], trial_id))
-    resume = (run_folder(cfg) / RUN_ID_FILE).is_file()  # a retried or resumed trial continues its own run
+    resume = run_folder(cfg).read(RUN_ID_FILE) is not None  # a retried or resumed trial continues its own run
     data_path, meta, _ = prepare(cfg, resume)
     uri = cfg.tracking.tracking_uri
     tags = {"mlflow.parentRunId": setup["parent_run_id"], "sweep": setup["sweep"], "trial_id": trial_id}
@@ -255,9 +255,9 @@ def _row(plan: Plan, trial, result) -> TrialRow:
 
     params = {key: trial.config[key] for key in plan.sweep.space}
     cfg = trial_config(to_dict(plan.base), params, trial_name(plan.sweep.name, trial.trial_id))
-    id_file = run_folder(cfg) / RUN_ID_FILE
+    run_id = run_folder(cfg).read(RUN_ID_FILE)
     return trial_row(trial, result, cfg, params, plan.meta, plan.sweep.metric, plan.sweep.mode,
-                     id_file.read_text().strip() if id_file.is_file() else None)
+                     run_id.strip() if run_id is not None else None)
 
 
 def best_checkpoint(folder: Path, metric: str) -> Path | None:
@@ -283,7 +283,7 @@ def _register_best(plan: Plan, parent: str, best: TrialRow, outcome: SweepOutcom
     if not (plan.sweep.register_best and plan.base.tracking.register) or best.run_id is None:
         return
     cfg = trial_config(to_dict(plan.base), best.params, trial_name(plan.sweep.name, best.trial_id))
-    folder = best_checkpoint(run_folder(cfg), cfg.checkpoint_metric)
+    folder = best_checkpoint(Path(run_folder(cfg).uri), cfg.checkpoint_metric)  # sweeps are local
     if folder is None:
         log.warning("best trial %s kept no checkpoint: nothing to register", best.trial_id)
         return

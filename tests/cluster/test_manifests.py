@@ -236,3 +236,14 @@ def test_every_cluster_recipe_turns_on_train_state_tracking():
         assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]["RAY_TRAIN_ENABLE_STATE_TRACKING"] == "1"
     for path in (CLUSTER / "Dockerfile", CLUSTER / "launcher-aws.yaml", CLUSTER / "submit.sh"):
         assert re.search(r"RAY_TRAIN_ENABLE_STATE_TRACKING\W+1", path.read_text()), path.name
+
+
+def test_mlflow_server_driver_is_a_project_dependency():
+    """The server's store is postgresql+psycopg2:// (tests/cluster/test_mlflow_postgres.py runs it): the venv that
+    runs that test, and any `mlflow server` started from it, need psycopg2."""
+    items = {(d["kind"], d["metadata"]["name"]): d for d in docs(KUBERAY / "mlflow.yaml")}
+    (container,) = containers(items[("Deployment", "mlflow")])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert pinned("psycopg2-binary")
+    assert "psycopg2-binary" in " ".join(container["args"])  # the stock MLflow image lacks it: installed first

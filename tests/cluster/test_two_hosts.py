@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -81,16 +82,7 @@ class Hosts:
 
     def stop_node(self, name: str) -> None:
         proc, log = self.nodes.pop(name)
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc, grace=10)
         log.close()
 
     def destroy(self) -> None:
@@ -117,7 +109,11 @@ def alive_nodes(hosts: Hosts) -> list[str]:
                     f"import json, ray; ray.init(address='{HEAD_IP}:6379', logging_level='ERROR');"
                     "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))",
                     timeout=90)
-    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+    if out.returncode != 0:
+        return []
+    # Ray may log after the answer (e.g. "raylet has lagging heartbeats" on a loaded machine): take the JSON line
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[")]
+    return json.loads(lines[-1]) if lines else []
 
 
 def join_worker_host(hosts: Hosts, name: str, args: list[str], tries: int = 3) -> None:

@@ -62,3 +62,16 @@ def test_a_crafted_state_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
     pickle.loads(pickle.dumps(Payload(str(marker))))  # the payload is real: a plain unpickle writes the file
     assert marker.read_text() == "owned"
+
+
+def test_the_export_is_weights_and_config_only(tmp_path):
+    m, opt, ema = trained()
+    checkpoint.save(tmp_path / "ckpt", model=m, opt=opt, ema=ema, position=checkpoint.Position(step=2),
+                    rng_states=[checkpoint.rng_state()], export_info={"task": "sudoku"})
+    export = checkpoint.copy_export(tmp_path / "ckpt", tmp_path / "export")
+    assert sorted(p.name for p in export.iterdir()) == ["model.json", "model.pt"]
+    weights = torch.load(export / "model.pt", weights_only=True)
+    assert all(torch.equal(weights[k], v) for k, v in ema.shadow.state_dict().items())  # the EMA weights
+    (tmp_path / "ckpt" / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.pt"):
+        checkpoint.copy_export(tmp_path / "ckpt", tmp_path / "again")

@@ -57,6 +57,24 @@ def test_driver_setup_records_the_mode_for_the_processes_it_starts(monkeypatch):
     assert progress.progress_mode(io.StringIO()) == "bar"
 
 
+@pytest.mark.parametrize("root_level, quiet", [(logging.INFO, True), (logging.DEBUG, False)])
+def test_lines_mode_keeps_library_info_lines_out_unless_verbose(monkeypatch, root_level, quiet):
+    monkeypatch.setenv("HRM_PROGRESS", "")
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    monkeypatch.setattr(progress, "quiet_ray_data", lambda: None)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root_level)
+    for name in progress.QUIET_LIBRARIES:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    progress.setup_driver_output("lines")
+    import os
+
+    assert (os.environ.get("MLFLOW_LOGGING_LEVEL") == "WARNING") is quiet  # what mlflow reads on import
+    assert (logging.getLogger("matplotlib").level == logging.WARNING) is quiet
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
 @pytest.mark.parametrize("total", [1, 3, 7, 10, 11, 19, 20, 99, 100, 101, 800, 12345])
 def test_a_line_at_the_first_step_past_each_tenth(total):
     _, emitted = lines_of(total)

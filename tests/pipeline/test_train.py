@@ -85,7 +85,7 @@ def test_two_workers_match_one_worker(workdir, dataset, one_worker):
             assert a[step] == pytest.approx(b[step], rel=2e-4, abs=1e-6), (key, step)
 
 
-def test_mlflow_holds_run_metrics_model_and_alias(one_worker):
+def test_mlflow_holds_run_metrics_model_and_alias(one_worker, dataset):
     cfg, out = one_worker
     client = MlflowClient(cfg.tracking.tracking_uri)
     run = client.get_run(out.run_id)
@@ -101,6 +101,24 @@ def test_mlflow_holds_run_metrics_model_and_alias(one_worker):
         assert value == pytest.approx(lr_at(step - 1, 1e-3, 2, 6, 0.1))
     version = client.get_model_version_by_alias("hrm-test", "champion")
     assert version.run_id == out.run_id and out.champion
+    # what mlflow.start_run records, the dataset as input, system metrics from rank 0
+    assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["mlflow.user"]
+    assert run.data.tags["mlflow.source.name"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+    [logged_input] = [i.dataset for i in run.inputs.dataset_inputs]
+    meta = json.loads((dataset / "metadata.json").read_text())
+    assert logged_input.digest == meta["fingerprint"][:36] and logged_input.name == "tiny"
+    assert json.loads(logged_input.profile)["train_count"] == meta["counts"]["train"]
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    # the logged model holds the best checkpoint's eval metrics at its step; the run's summary says which it is
+    step = int(out.metrics["step"])
+    [output] = run.outputs.model_outputs
+    assert output.step == step and version.source == f"models:/{output.model_id}"
+    logged = client.get_logged_model(output.model_id)
+    linked = {m.key: (m.value, m.step) for m in logged.metrics}
+    assert linked["eval/exact_accuracy"] == (pytest.approx(out.metrics["eval/exact_accuracy"]), step)
+    assert run.data.metrics["model/step"] == step
+    assert run.data.metrics["model/eval/exact_accuracy"] == pytest.approx(out.metrics["eval/exact_accuracy"])
+    assert run.data.tags["model.checkpoint"] == out.checkpoint.name
 
 
 def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
@@ -124,19 +142,19 @@ def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
     grid = task.parse(puzzles[0]).reshape(4, 4).tolist()  # the first puzzle again, as a JSON grid of tokens
     grid = [[max(t - 1, 0) for t in row] for row in grid]  # tokens -> digits (0 = blank)
     answers = model.predict(pd.DataFrame({"puzzle": puzzles + [json.dumps(grid)]}))
-    assert list(answers.columns) == ["solution", "steps", "confidence"] and len(answers) == 4
+    assert list(answers.columns) == ["solution", "grid", "steps", "confidence"] and len(answers) == 4
 
     info = json.loads((out.checkpoint / "model.json").read_text())
     served_dtype = resolve_dtype("auto", "cpu")[0]  # the pyfunc computes in this host's choice
     reference = HRM(from_dict(ModelConfig, {**info["model"], "forward_dtype": served_dtype}))
     reference.load_state_dict(torch.load(out.checkpoint / "model.pt", weights_only=True))
     expected = solve(reference, task, puzzles + puzzles[:1])
-    assert list(answers["solution"]) == [e.solution for e in expected]
+    assert list(answers["grid"]) == [json.dumps(task.decode(e.tokens).tolist()) for e in expected]
     assert list(answers["steps"]) == [e.steps for e in expected]
     assert list(answers["confidence"]) == pytest.approx([e.confidence for e in expected], abs=1e-6)
     for text in answers["solution"]:
-        assert len(re.findall(r"[1-4.]", text)) == 16  # a full 4×4 grid in the task's own format
-    with pytest.raises(Exception, match="bad puzzle"):
+        assert re.fullmatch(r"[1-4.]{16}", text)  # the compact input format: one line of 16 cells
+    with pytest.raises(Exception, match="bad puzzle: expected 16 cells"):
         model.predict(pd.DataFrame({"puzzle": ["1234"]}))
 
 
@@ -184,7 +202,7 @@ def test_a_job_failing_after_its_run_opened_ends_it_failed_and_frees_the_name(wo
     cfg = config(workdir, dataset, "fails-early")
     with pytest.raises(OSError, match="went away"):
         train(cfg)
-    run_id = (run_folder(cfg) / "mlflow_run_id.txt").read_text().strip()
+    run_id = run_folder(cfg).read("mlflow_run_id.txt").strip()
     assert MlflowClient(cfg.tracking.tracking_uri).get_run(run_id).info.status == "FAILED"
     prepare(cfg, resume=False)  # the name is free again
     assert not run_folder(cfg).exists()

@@ -54,7 +54,9 @@ def test_solve_prints_the_models_answer(store, expected, how, monkeypatch):
         monkeypatch.chdir(folder)
     result = solve(*args)
     assert result.exit_code == 0, result.output
-    assert expected["solution"] in result.output
+    assert f"solution: {expected['solution']}" in result.output  # compact: one line of 16 cells
+    rows = json.loads(expected["grid"])
+    assert "\n".join(" ".join(str(c) for c in row) for row in rows) in result.output  # the grid, row by row
     assert f"halted after {expected['steps']} segment(s), confidence {expected['confidence']:.3f}" in result.output
 
 
@@ -85,6 +87,14 @@ def test_solve_without_a_store_says_where_it_looked(tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert f"no MLflow store here: {tmp_path / 'mlflow.db'} does not exist" in result.output
     assert list(tmp_path.iterdir()) == []  # no empty store left behind
+
+
+def test_serve_without_a_store_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["serve", "--model", URI])
+    assert result.exit_code != 0
+    assert f"no MLflow store here: {tmp_path / 'mlflow.db'} does not exist" in result.output
 
 
 def test_solve_names_an_unknown_model(store):

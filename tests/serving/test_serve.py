@@ -1,11 +1,12 @@
-"""The registered model behind the real ``mlflow models serve`` REST server: answers, parameters, 4xx on bad input,
-and a clean stop (the server's whole process group ends)."""
+"""The registered model behind ``hrm serve`` (MLflow's REST scoring server), started from a shell WITHOUT the venv on
+PATH: answers in the compact input format plus a JSON grid, parameters, 4xx that start with what is wrong, no
+download progress bars (the model comes from a real MLflow tracking server, so its files are downloaded), and a clean
+stop (the server's whole process group ends)."""
 
 from __future__ import annotations
 
+import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.mlflow_server import mlflow_server
+from tests.processes import free_port, stop_group  # noqa: F401 (test_serve_virtualenv imports them from here)
+
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_registry import PUZZLES, register_tiny_model  # noqa: E402
 
@@ -21,56 +25,42 @@ pytestmark = pytest.mark.slow
 MODEL = "hrm-serve-test"
 HALT_MAX = 3
 BIN = Path(sys.executable).parent
+BAR = "Downloading artifacts"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds; wait until none of it remains."""
-    pgid = proc.pid  # start_new_session: the server leads its own group
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-    proc.wait(timeout=10)
+def bare_env(**extra: str) -> dict[str, str]:
+    """A fresh shell's environment: the venv's programs (mlflow, uvicorn) are not on PATH, no MLflow settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
+    env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                  if p and Path(p).resolve() != BIN.resolve())
+    return {**env, **extra}
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
+    """A real MLflow server holding the tiny model: clients download its files over HTTP."""
     tmp = tmp_path_factory.mktemp("serve")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    register_tiny_model(uri, MODEL, tmp, halt_max_steps=HALT_MAX, halt_first=True)
-    return tmp, uri
+    with mlflow_server(f"sqlite:///{tmp / 'mlflow.db'}", str(tmp / "artifacts"), tmp / "mlflow.log") as url:
+        register_tiny_model(url, MODEL, tmp, halt_max_steps=HALT_MAX, halt_first=True)
+        yield tmp, url
 
 
 @pytest.fixture(scope="module")
 def server(registry):
     tmp, uri = registry
+    assert "uvicorn" not in subprocess.run(["sh", "-c", "command -v uvicorn || true"], env=bare_env(),
+                                           capture_output=True, text=True).stdout
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([str(BIN / "hrm"), "serve", "--model", f"models:/{MODEL}@champion", "--tracking-uri", uri,
+                             "--port", str(port)],
+                            env=bare_env(), cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{(tmp / 'serve.log').read_text()}")
+                pytest.fail(f"hrm serve exited with {proc.returncode}:\n{(tmp / 'serve.log').read_text()}")
             try:
                 if requests.get(f"{base}/ping", timeout=2).status_code == 200:
                     break
@@ -79,7 +69,7 @@ def server(registry):
             if time.monotonic() > deadline:
                 pytest.fail(f"no /ping answer in 120 s:\n{(tmp / 'serve.log').read_text()}")
             time.sleep(0.5)
-        yield base, proc
+        yield base, proc, tmp / "serve.log"
     finally:
         stop_group(proc)
         log.close()
@@ -100,7 +90,7 @@ def local_predictions(uri: str, puzzles: list[str]) -> list[dict]:
 
 
 def test_answers_puzzles(server, registry):
-    base, _ = server
+    base, *_ = server
     grid = "[[1, 0, 3, 0], [0, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 1]]"  # PUZZLES[0] as a JSON grid
     r = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in PUZZLES] + [[grid]]}})
     assert r.status_code == 200, r.text
@@ -108,46 +98,71 @@ def test_answers_puzzles(server, registry):
     expected = local_predictions(registry[1], PUZZLES)
     assert len(predictions) == len(PUZZLES) + 1
     for answer, local in zip(predictions, expected + [expected[0]], strict=True):
+        assert list(answer) == ["solution", "grid", "steps", "confidence"]
         assert answer["solution"] == local["solution"] and answer["steps"] == local["steps"] == 1
         assert answer["confidence"] == pytest.approx(local["confidence"], abs=1e-6)
-        assert len([c for c in answer["solution"] if c in "1234."]) == 16  # a full 4×4 grid, rendered by the task
 
 
-def test_full_depth_parameter(server):
-    base, _ = server
-    body = {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in PUZZLES]}}
-    adaptive = invoke(base, body)
-    full = invoke(base, {**body, "params": {"adaptive": False}})
-    assert adaptive.status_code == full.status_code == 200, (adaptive.text, full.text)
-    assert [p["steps"] for p in adaptive.json()["predictions"]] == [1] * len(PUZZLES)  # the Q-head says halt
-    assert [p["steps"] for p in full.json()["predictions"]] == [HALT_MAX] * len(PUZZLES)
+def test_the_answer_is_compact_text_and_a_json_grid(server):
+    """``solution``: one line of 16 cells, the input format (it can be posted back); ``grid``: its rows."""
+    base, *_ = server
+    r = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[PUZZLES[0]]]}})
+    answer = r.json()["predictions"][0]
+    text, grid = answer["solution"], json.loads(answer["grid"])
+    assert len(text) == 16 and set(text) <= set("1234.")
+    assert len(grid) == 4 and all(len(row) == 4 and all(isinstance(c, int) for c in row) for row in grid)
+    assert "".join("." if c == 0 else str(c) for row in grid for c in row) == text
+    again = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[text], [answer["grid"]]]}})
+    # read back as a puzzle; an untrained model's answer may repeat a digit, which the parser names
+    assert again.status_code == 200 or again.json()["message"].startswith("bad puzzle 1 of 2: contradictory givens")
 
 
-@pytest.mark.parametrize("puzzle, message", [
-    ("1234", "expected 16 cells, got 4"),
-    ("1.3.....2...4..x", "unknown character"),
-    ("11..............", "contradictory givens"),
+@pytest.mark.parametrize("puzzles, message", [
+    (["1234"], "bad puzzle: expected 16 cells, got 4"),
+    (["1.3.....2...4..x"], "bad puzzle: unknown character(s) 'x'"),
+    (["11.............."], "bad puzzle: contradictory givens"),
+    ([PUZZLES[0], "1234"], "bad puzzle 2 of 2: expected 16 cells, got 4"),
 ])
-def test_bad_puzzle_is_a_clear_4xx(server, puzzle, message):
-    base, _ = server
-    r = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[puzzle]]}})
-    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+def test_a_bad_puzzle_is_a_400_saying_what_is_wrong(server, puzzles, message):
+    base, *_ = server
+    r = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in puzzles]}})
+    assert r.status_code == 400, (r.status_code, r.text)
     body = r.json()
     assert body["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert "bad puzzle" in body["message"] and message in body["message"], body["message"]
+    assert body["message"].startswith(message), body["message"]
+    assert "Failed to predict" not in body["message"]
 
 
 def test_malformed_request_is_a_4xx(server):
-    base, _ = server
+    base, *_ = server
     wrong_column = invoke(base, {"dataframe_split": {"columns": ["grid"], "data": [[PUZZLES[0]]]}})
-    assert 400 <= wrong_column.status_code < 500 and "puzzle" in wrong_column.json()["message"]
+    assert wrong_column.status_code == 400  # MLflow's own schema check, before the model sees the request
+    assert "missing inputs ['puzzle']" in wrong_column.json()["message"], wrong_column.text
     not_json = requests.post(f"{base}/invocations", data="{not json", headers={"Content-Type": "application/json"},
                              timeout=30)
     assert 400 <= not_json.status_code < 500
 
 
+def test_serving_shows_no_download_bar(server):
+    *_, log = server
+    text = log.read_text()
+    assert "Uvicorn running" in text and BAR not in text, text
+
+
+@pytest.mark.parametrize("bars", ["default", "asked for"])
+def test_solve_shows_no_download_bar_unless_asked(registry, bars):
+    """``hrm solve`` downloads the model from the server: no progress bar, unless the user sets MLflow's switch."""
+    tmp, uri = registry
+    extra = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true"} if bars == "asked for" else {}
+    done = subprocess.run([str(BIN / "hrm"), "solve", "--model", f"models:/{MODEL}@champion", "--tracking-uri", uri,
+                           PUZZLES[0]], env=bare_env(**extra), cwd=tmp, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "solution: " in done.stdout and "halted after 1 segment(s)" in done.stdout
+    assert (BAR in done.stderr) == (bars == "asked for"), done.stderr[-2000:]
+
+
 def test_server_stops_without_leftovers(server):
-    base, proc = server
+    base, proc, _ = server
     stop_group(proc)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)

@@ -1,0 +1,199 @@
+"""The MLflow server the cluster guide deploys (cluster/kuberay/mlflow.yaml), on a real PostgreSQL: the manifest's own
+`mlflow server` command and environment, with its `postgresql+psycopg2://` store on a PostgreSQL started here
+(Debian's package, a temporary cluster on 127.0.0.1 with password auth) and artifacts served through the server.
+A tiny `hrm train` logs and registers its model through it; the registry rows are in PostgreSQL.
+
+Changed from the manifest only where a pod differs from this machine: host 127.0.0.1 and a free port instead of
+0.0.0.0:5000, one gunicorn worker instead of two, no `pip install` (the venv has psycopg2-binary). Skipped, saying
+why, where PostgreSQL is not installed (`make test` installs it when it runs as root with apt-get).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.processes import free_port, stop_group
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MANIFEST = ROOT / "cluster/kuberay/mlflow.yaml"
+MODEL = "hrm-pg-test"
+
+
+def pg_bin(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[-3]))
+    return versions[-1] if versions else None
+
+
+def wait_until(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL cluster in a temporary folder on 127.0.0.1:<free port>, user `mlflow` with a password and a
+    database `mlflow` (as the manifest's mlflow-db Deployment makes); run as the `postgres` user when we are root
+    (PostgreSQL refuses to run as root)."""
+    initdb, server = pg_bin("initdb"), pg_bin("postgres")
+    if not (initdb and server):
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; `make test` does it as root)")
+    pytest.importorskip("psycopg2", reason="psycopg2-binary (a project dependency) is not installed")
+    as_user = None
+    if os.geteuid() == 0:
+        try:
+            as_user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+    root = Path(tempfile.mkdtemp(prefix="hrm-pg-"))  # not under pytest's root-only folder: postgres must reach it
+    password = secrets.token_hex(8)
+    (root / "pw").write_text(password)
+    if as_user:
+        for path in (root, root / "pw"):
+            os.chown(path, as_user.pw_uid, as_user.pw_gid)
+    user = {"user": as_user.pw_uid, "group": as_user.pw_gid, "extra_groups": []} if as_user else {}
+    env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "HOME": str(root)}
+    init = subprocess.run([initdb, "-D", str(root / "data"), "-U", "mlflow", f"--pwfile={root / 'pw'}",
+                           "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=root, **user)
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"initdb failed:\n{init.stdout}\n{init.stderr}")
+    port = free_port()
+    log = root / "postgres.log"
+    with open(log, "w") as out:
+        if as_user:
+            os.chown(log, as_user.pw_uid, as_user.pw_gid)
+        proc = subprocess.Popen([server, "-D", str(root / "data"), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+                                 "-c", f"unix_socket_directories={root}", "-c", "fsync=off"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True,
+                                **user)
+    import psycopg2
+
+    def connect(db: str):
+        return psycopg2.connect(host="127.0.0.1", port=port, user="mlflow", password=password, dbname=db,
+                                connect_timeout=3)
+
+    def ready() -> bool:
+        try:
+            connect("postgres").close()
+            return True
+        except psycopg2.OperationalError:
+            return False
+
+    try:
+        wait_until("postgres", ready, proc, log)
+        conn = connect("postgres")
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE mlflow")
+        conn.close()
+        yield {"port": port, "password": password, "connect": lambda: connect("mlflow")}
+    finally:
+        stop_group(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def manifest_server() -> tuple[dict[str, str], str]:
+    """The mlflow container of the manifest: its literal env values and its shell command (args)."""
+    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow"]
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}, " ".join(container["args"])
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mlflow-pg")
+    env_values, shell = manifest_server()
+    command = shell.split("exec ", 1)[1]  # the server itself; the pip install before it is the image's business
+    port = free_port()
+    command = (command.replace("--host 0.0.0.0", "--host 127.0.0.1").replace("--port 5000", f"--port {port}")
+               .replace("--workers 2", "--workers 1"))
+    db_uri = (env_values["BACKEND_STORE_URI"].replace("$(DB_PASSWORD)", postgres["password"])
+              .replace("@mlflow-db:5432/", f"@127.0.0.1:{postgres['port']}/"))
+    assert db_uri.startswith("postgresql+psycopg2://mlflow:")
+    env = {**os.environ, **env_values, "BACKEND_STORE_URI": db_uri, "ARTIFACTS_DESTINATION": str(tmp / "artifacts"),
+           "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = tmp / "mlflow.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, cwd=tmp, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{uri}/health", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_until("mlflow server", ready, proc, log, timeout=120)
+        yield {"uri": uri, "tmp": tmp, "log": log, "command": shlex.split(command)}
+    finally:
+        stop_group(proc)
+
+
+def hrm(*args: str, cwd: Path, env: dict, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "hrm"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_train_registers_through_the_manifest_server_on_postgres(mlflow_server, postgres):
+    tmp, uri = mlflow_server["tmp"], mlflow_server["uri"]
+    assert "--serve-artifacts" in mlflow_server["command"]
+    (tmp / "data.yaml").write_text(yaml.safe_dump({
+        "name": "tiny", "task": "sudoku", "seed": 5,
+        "sudoku": {"box": [2, 2], "count": 40, "min_rating": 0, "test_fraction": 0.2, "augmentations": 2,
+                   "chunk_size": 20}}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HRM_PROGRESS": "lines"}
+    env.pop("RAY_ADDRESS", None)
+    built = hrm("data", "build", "sudoku", "--config", "data.yaml", "--out", "data/tiny", cwd=tmp, env=env)
+    assert built.returncode == 0, built.stderr[-3000:]
+    sets = ["name=pg", "data=data/tiny", "flavour=debug", "max_steps=6", "eval_interval=3", "eval_limit=8",
+            "global_batch_size=8", "log_interval=1", "storage_path=runs", f"tracking.model_name={MODEL}",
+            "tracking.experiment=pg"]
+    trained = hrm("train", *[a for s in sets for a in ("--set", s)], cwd=tmp, env=env)
+    assert trained.returncode == 0, trained.stderr[-4000:]
+    assert not (tmp / "mlflow.db").exists() and not (tmp / "mlruns").exists()  # everything went to the server
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # uploaded through the server
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "eval/exact_accuracy")} == {3, 6}
+    stored = list((tmp / "artifacts").rglob("MLmodel"))
+    assert stored, "the model's files are not in the server's artifact destination"
+    with postgres["connect"]() as conn, conn.cursor() as cur:  # the registry lives in PostgreSQL
+        cur.execute("select version from model_versions where name = %s", (MODEL,))
+        assert [int(v) for (v,) in cur.fetchall()] == [int(version.version)]
+        cur.execute("select status from runs where run_uuid = %s", (run.info.run_id,))
+        assert cur.fetchone() == ("FINISHED",)

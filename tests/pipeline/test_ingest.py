@@ -1,0 +1,89 @@
+"""Training ingest: each Train worker's Ray Dataset reads only the parts of its share (real Parquet, real local Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data.meta import DatasetMeta
+from pipeline.train.batches import worker_range
+from pipeline.train.ingest import ShardedTrainData, list_parts, overlapping
+from pipeline.train.share import collect_share
+
+SEQ = 4
+PARTS = [range(10, 20), range(0, 10), range(20, 30)]  # name order is not example_id order
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from pipeline.ray_utils import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def write_part(path, ids, statistics=True):
+    ids = np.asarray(ids, np.int64)
+    tokens = [bytes([i % 250 + 1] * SEQ) for i in ids]
+    labels = [bytes([0] + [i % 250 + 1] * (SEQ - 1)) for i in ids]
+    table = pa.table({"inputs": pa.array(tokens, pa.binary()), "labels": pa.array(labels, pa.binary()),
+                      "puzzle_id": pa.array(ids.astype(np.int32)), "group_id": pa.array(ids),
+                      "example_id": pa.array(ids)})
+    pq.write_table(table, path, write_statistics=statistics)
+
+
+@pytest.fixture(scope="module")
+def meta(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ingest")
+    (root / "train").mkdir()
+    for i, ids in enumerate(PARTS):
+        write_part(root / "train" / f"part-{i:05d}.parquet", ids)
+    return DatasetMeta(path=str(root), task="sudoku", task_args={}, vocab_size=251, seq_len=SEQ,
+                       num_puzzle_identifiers=30, counts={"train": 30, "test": 0}, groups={}, config={}, seed=0,
+                       fingerprint="test")
+
+
+def test_parts_carry_their_example_id_ranges(meta, tmp_path):
+    assert [(p.first, p.last) for p in list_parts(meta, "train")] == [(10, 19), (0, 9), (20, 29)]
+    listed = dataclasses.replace(meta, files={"train": [{"path": f"train/part-{i:05d}.parquet", "rows": 10,
+                                                         "first": r.start} for i, r in enumerate(PARTS)]})
+    assert [(p.first, p.last) for p in list_parts(listed, "train")] == [(10, 19), (0, 9), (20, 29)]
+    (tmp_path / "train").mkdir()
+    write_part(tmp_path / "train" / "part-00000.parquet", range(5), statistics=False)
+    bare = dataclasses.replace(meta, path=str(tmp_path))
+    part, = list_parts(bare, "train")
+    assert (part.first, part.last) == (None, None) and part.overlaps(100, 200)  # no statistics: always read
+
+
+def test_each_worker_reads_only_the_parts_of_its_share(meta, ray_session):
+    data = ShardedTrainData.for_split(meta, shards=6)
+    names = [[f.rsplit("/", 1)[1] for f in overlapping(data.parts, *worker_range(30, 6, 2, r))] for r in (0, 1)]
+    assert names == [["part-00000.parquet", "part-00001.parquet"], ["part-00000.parquet", "part-00002.parquet"]]
+    iterators = data.configure({"train": data.whole()}, world_size=2, worker_handles=None, worker_node_ids=None)
+    assert len(iterators) == 2
+    for rank, per_name in enumerate(iterators):
+        lo, hi = worker_range(30, 6, 2, rank)
+        share = collect_share(per_name["train"], lo, hi)
+        assert share["puzzle_ids"].tolist() == list(range(lo, hi))  # sorted by example_id
+        assert share["inputs"].dtype == np.uint8 and share["inputs"].shape == (hi - lo, SEQ)
+        assert (share["inputs"][:, 0] == np.arange(lo, hi) % 250 + 1).all()
+        assert (share["labels"][:, 0] == 0).all() and "example_ids" not in share
+
+
+def test_a_share_missing_rows_is_refused(meta, ray_session):
+    data = ShardedTrainData.for_split(meta, shards=2)
+    with pytest.raises(ValueError, match=r"should hold example ids \[0, 16\) once each; it holds 15 rows"):
+        collect_share(data.share(2, 0).iterator(), 0, 16)  # the share is [0, 15)
+
+
+def test_only_the_train_dataset_is_served(meta):
+    data = ShardedTrainData.for_split(meta, shards=2)
+    with pytest.raises(ValueError, match="serves only the 'train' dataset, got 'valid'"):
+        data.configure({"valid": None}, world_size=1, worker_handles=None, worker_node_ids=None)
