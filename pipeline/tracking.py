@@ -91,8 +91,8 @@ def run_tags(tags: dict[str, str]) -> dict[str, str]:
 
     from pipeline.version import code_version
 
-    version = code_version()
-    extra = {"code_version": code_version_string()}
+    version = code_version()  # one look at git, for both tags
+    extra = {"code_version": code_version_string(version)}
     if "git_commit" in version:
         extra[MLFLOW_GIT_COMMIT] = version["git_commit"]
     return resolve_tags({**extra, **tags})

@@ -37,9 +37,9 @@ def code_version() -> dict[str, Any]:
     return out
 
 
-def code_version_string() -> str:
-    """``<package>+<commit>[.dirty]`` for tags and logs."""
-    v = code_version()
+def code_version_string(v: dict[str, Any] | None = None) -> str:
+    """``<package>+<commit>[.dirty]`` for tags and logs, of ``v`` (a :func:`code_version`, found when not given)."""
+    v = v if v is not None else code_version()
     if "git_commit" not in v:
         return v["package"]
     return f"{v['package']}+{v['git_commit'][:10]}{'.dirty' if v.get('git_dirty') else ''}"
