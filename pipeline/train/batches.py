@@ -33,6 +33,12 @@ def check_layout(global_batch: int, shards: int, world: int) -> None:
         raise ValueError(f"global batch {global_batch} is not divisible by data_shards {shards}")
 
 
+def require_one_global_batch(rows: int, global_batch_size: int, where: str) -> None:
+    """Refuse a training split of fewer than one global batch (``where`` names the dataset in the message)."""
+    if rows < global_batch_size:
+        raise ValueError(f"{where}: {rows} training examples, fewer than one global batch ({global_batch_size})")
+
+
 def worker_range(n: int, shards: int, world: int, rank: int) -> tuple[int, int]:
     """[lo, hi) example ids worker ``rank`` of ``world`` reads: its contiguous run of shards."""
     if shards % world:
