@@ -1,11 +1,8 @@
-"""Typed configuration: the single source of defaults, and a strict loader for mappings (YAML, JSON, MLflow)."""
+"""The model's configuration: ModelConfig (the single source of its defaults) and named flavours of it."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -88,130 +85,27 @@ class ModelConfig:
         return self.hidden_size // self.num_heads
 
 
-def _flavour(**overrides: Any) -> dict[str, Any]:
-    return overrides
-
-
 # Named flavours: overrides of ModelConfig's defaults (which are the paper's).
 FLAVOURS: dict[str, dict[str, Any]] = {
-    "paper": _flavour(),  # D 512, 8 heads, 4+4 layers, N = T = 2, M_max 16: ~27.3 M parameters on Sudoku
-    "trm": _flavour(variant="trm", l_layers=2, h_layers=0, h_cycles=3, l_cycles=6, puzzle_prefix_len=16),
-    "trm-mlp": _flavour(variant="trm", l_layers=2, h_layers=0, h_cycles=3, l_cycles=6, puzzle_prefix_len=16,
-                        mlp_t=True),
-    "small": _flavour(hidden_size=128, num_heads=4, h_layers=2, l_layers=2, halt_max_steps=8),
+    "paper": {},  # D 512, 8 heads, 4+4 layers, N = T = 2, M_max 16: ~27.3 M parameters on Sudoku
+    "trm": dict(variant="trm", l_layers=2, h_layers=0, h_cycles=3, l_cycles=6, puzzle_prefix_len=16),
+    "trm-mlp": dict(variant="trm", l_layers=2, h_layers=0, h_cycles=3, l_cycles=6, puzzle_prefix_len=16,
+                    mlp_t=True),
+    "small": dict(hidden_size=128, num_heads=4, h_layers=2, l_layers=2, halt_max_steps=8),
     # The CPU demo (README): D 128, 2+2 layers, a narrow SwiGLU; ~0.66 M parameters on 6×6 Sudoku.
-    "demo": _flavour(hidden_size=128, num_heads=4, expansion=2.0, h_layers=2, l_layers=2, halt_max_steps=4),
-    "debug": _flavour(hidden_size=64, num_heads=2, expansion=2.0, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2,
-                      halt_max_steps=4),
+    "demo": dict(hidden_size=128, num_heads=4, expansion=2.0, h_layers=2, l_layers=2, halt_max_steps=4),
+    "debug": dict(hidden_size=64, num_heads=2, expansion=2.0, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2,
+                  halt_max_steps=4),
 }
 
 
 def model_config(flavour: str = "paper", **overrides: Any) -> ModelConfig:
-    """A flavour's ModelConfig with overrides (e.g. the dataset's vocab_size and seq_len)."""
+    """A flavour's ModelConfig with overrides (e.g. the dataset's vocab_size and seq_len).
+
+    Plain Python: values are not type-checked here (``pipeline.config_io`` checks what a config file holds)."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown model flavour {flavour!r}; choose one of {sorted(FLAVOURS)}")
-    return from_dict(ModelConfig, {**FLAVOURS[flavour], **overrides}, where=f"flavour {flavour!r}")
+    return ModelConfig(**{**FLAVOURS[flavour], **overrides})
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Strict loading of nested dataclasses from plain mappings.
-
-
-QUOTE_LIMIT = 200  # characters of a value quoted in an error message
-
-
-def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
-    """``repr(value)`` cut to ``limit`` characters: an error message stays short whatever a file holds."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except (TypeError, ValueError):
-                pass
-        raise TypeError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {quote(value)}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ValueError(f"{where}: must be one of {list(typing.get_args(tp))}, got {quote(value)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where=where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where}: expected a list, got {type(value).__name__} {quote(value)}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{where}: expected a mapping, got {type(value).__name__} {quote(value)}")
-        key_t, val_t = typing.get_args(tp) or (Any, Any)
-        return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{where}: expected a number, got {type(value).__name__} {quote(value)}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where}: expected an integer, got {type(value).__name__} {quote(value)}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {quote(value)}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: Any, *, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise with the key's dotted path."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise TypeError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as flat dotted keys (MLflow params)."""
-    out: dict[str, Any] = {}
-    for key, value in (to_dict(obj) if dataclasses.is_dataclass(obj) else obj).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, prefix=name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-__all__ = ["ModelConfig", "FLAVOURS", "model_config", "from_dict", "to_dict", "flatten", "quote"]
+__all__ = ["ModelConfig", "FLAVOURS", "model_config"]

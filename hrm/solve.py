@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hrm.infer import infer
 from hrm.model import HRM
 from hrm.tasks.base import Task
 
@@ -19,38 +20,17 @@ class Solution:
     confidence: float  # sigmoid(q_halt) at that step: the model's belief that its answer is right
 
 
-@torch.no_grad()
 def solve(model: HRM, task: Task, puzzles: list[str | np.ndarray], *, adaptive: bool = True,
-          puzzle_id: int = 0) -> list[Solution]:
-    """Solve puzzles given as text (or as input token arrays). ``adaptive``: stop each row where it halts."""
+          puzzle_id: int = 0, max_steps: int | None = None) -> list[Solution]:
+    """Solve puzzles given as text (or as input token arrays): up to ``max_steps`` segments (default M_max);
+    ``adaptive``: each row's answer where it first wants to halt (hrm.infer)."""
     if not puzzles:
         return []
     inputs = np.stack([task.parse(p) if isinstance(p, str) else np.asarray(p, dtype=np.uint8) for p in puzzles])
     device = model.h_init.device
     batch = {"inputs": torch.as_tensor(inputs, dtype=torch.long, device=device),
-             "labels": torch.zeros(inputs.shape, dtype=torch.long, device=device),
              "puzzle_ids": torch.full((len(inputs),), puzzle_id, dtype=torch.long, device=device)}
-    was_training = model.training
-    model.eval()
-    carry = model.initial_carry(batch)
-    B, M = len(inputs), model.config.halt_max_steps
-    final = torch.zeros(inputs.shape, dtype=torch.long, device=device)
-    steps = torch.zeros(B, dtype=torch.long, device=device)
-    confidence = torch.zeros(B, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    for step in range(1, M + 1):
-        carry, out = model(carry, batch)
-        carry.halted = torch.zeros_like(carry.halted)  # keep every row on its own puzzle
-        stop = ~done & (model.wants_halt(out["q_halt"], out["q_continue"]) if adaptive else torch.zeros_like(done))
-        if step == M:
-            stop = ~done
-        final[stop] = out["logits"].argmax(-1)[stop]
-        steps[stop] = step
-        confidence[stop] = torch.sigmoid(out["q_halt"][stop]).float()
-        done |= stop
-        if bool(done.all()):
-            break
-    model.train(was_training)
-    tokens = final.cpu().numpy().astype(np.uint8)
+    answers = infer(model, batch, max_steps=max_steps, adaptive=adaptive)
+    tokens = answers.preds.cpu().numpy().astype(np.uint8)
     return [Solution(solution=task.render(t), tokens=t, steps=int(s), confidence=float(c))
-            for t, s, c in zip(tokens, steps.tolist(), confidence.tolist())]
+            for t, s, c in zip(tokens, answers.steps.tolist(), answers.confidence.tolist())]

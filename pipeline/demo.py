@@ -1,4 +1,5 @@
-"""The end-to-end demo (README's first command): data → training → evaluation → registry → one new puzzle solved."""
+"""The end-to-end demo (README's first command, ``hrm demo``: pipeline.cli.demo): data → training → evaluation →
+registry → one new puzzle solved."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def fresh_puzzle(data_cfg, seen: set[bytes], seed: int):
-    """A puzzle generated now, with the dataset's settings, that is in neither split: (inputs, solution)."""
+    """A puzzle generated now, with the dataset's settings, that is in neither split: (task, inputs, labels)."""
     from pipeline.data.build_sudoku import top_up_givens
     from hrm.tasks.sudoku import SudokuTask
 
@@ -31,15 +32,12 @@ def fresh_puzzle(data_cfg, seen: set[bytes], seed: int):
 
 
 def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
-    import mlflow.pyfunc
-    import pandas as pd
-
+    """Build the dataset of ``data_config``, train on it with ``train_config`` (runs and the MLflow store under
+    ``workdir``), then solve a puzzle from neither split with the registered champion; prints each stage."""
     from pipeline.data.build import build_dataset
     from pipeline.data.config import load_config
-    from pipeline.data.loader import load_split
-    from pipeline.train.config import load_train_config, resolve_tracking_uri
-    from pipeline.cli_train import show_grid
     from pipeline.tracking import store_uri
+    from pipeline.train.config import load_train_config, resolve_tracking_uri
     from pipeline.train.run import train
 
     started = time.time()
@@ -59,28 +57,27 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
                 f"cell accuracy {m['eval/accuracy']:.1%} ({int(m['eval/count'])} puzzles)", bold=True)
 
     click.secho("4/4 a new puzzle, solved by the registered model", bold=True)
-    seen = {bytes(x.astype(np.uint8)) for split in ("train", "test") for x in load_split(built.path, split)["inputs"]}
-    task, inputs, labels = fresh_puzzle(data_cfg, seen, seed=int(time.time()))
     uri = resolve_tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    model_uri = f"models:/{cfg.tracking.model_name or 'hrm-sudoku'}@champion"
+    solve_new_puzzle(data_cfg, built.path, uri, f"models:/{cfg.tracking.model_name or 'hrm-sudoku'}@champion")
+    click.echo(f"\ndone in {(time.time() - started) / 60:.1f} min. Look at the run and the model:")
+    click.echo(f"    .venv/bin/mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000")
+
+
+def solve_new_puzzle(data_cfg, data_path: Path, tracking_uri: str, model_uri: str) -> None:
+    """Draw a puzzle in neither split of the dataset at ``data_path``, have the registered ``model_uri`` (in the
+    MLflow store ``tracking_uri``) solve it and print the puzzle, the answer and whether it is right."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from pipeline.cli.use import show_grid
+    from pipeline.data.loader import load_split
+
+    seen = {bytes(x.astype(np.uint8)) for split in ("train", "test") for x in load_split(data_path, split)["inputs"]}
+    task, inputs, labels = fresh_puzzle(data_cfg, seen, seed=int(time.time()))
+    mlflow.set_tracking_uri(tracking_uri)
     out = mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"puzzle": [task.render(inputs)]}))
     row = out.iloc[0]
     right = json.loads(row["grid"]) == task.decode(labels).tolist()  # the served grid, in the task's alphabet
     click.echo(f"puzzle:\n{task.render(inputs)}\n\n{model_uri} answers ({row['steps']} ACT steps, "
                f"confidence {row['confidence']:.2f}):\n{show_grid(row['grid'])}\n")
     click.echo("correct!" if right else f"not quite; the solution is:\n{task.render(labels)}")
-    click.echo(f"\ndone in {(time.time() - started) / 60:.1f} min. Look at the run and the model:")
-    click.echo(f"    .venv/bin/mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000")
-
-
-@click.command()
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("."), show_default=True,
-              help="Where data/, runs/ and mlflow.db go.")
-@click.option("--data-config", type=click.Path(exists=True, path_type=Path),
-              default=CONFIGS / "data-sudoku-demo.yaml", show_default=True)
-@click.option("--train-config", type=click.Path(exists=True, path_type=Path),
-              default=CONFIGS / "train-demo.yaml", show_default=True)
-def demo(workdir: Path, data_config: Path, train_config: Path) -> None:
-    """Run the whole pipeline on an embedded local Ray and a local MLflow store."""
-    run_demo(workdir.resolve(), data_config, train_config)

@@ -43,10 +43,12 @@ IDENTITY = Transform(0, tuple(range(N_COLOURS)))
 
 
 def random_transform(rng: np.random.Generator) -> Transform:
+    """A uniform dihedral transform and permutation of colours 1..9 (colour 0 stays 0)."""
     return Transform(int(rng.integers(N_DIHEDRAL)), (0, *(int(c) + 1 for c in rng.permutation(N_COLOURS - 1))))
 
 
 def apply_transform(grid: np.ndarray, t: Transform) -> np.ndarray:
+    """``grid`` recoloured by ``t.perm``, then turned/flipped by ``t.dihedral``."""
     return dihedral(np.asarray(t.perm, np.uint8)[grid], t.dihedral)
 
 
@@ -57,6 +59,7 @@ def invert(grid: np.ndarray, t: Transform) -> np.ndarray:
 
 
 def transform_task(task: ArcTaskData, t: Transform) -> ArcTaskData:
+    """Every grid of ``task`` (missing outputs stay None) under ``apply_transform``."""
     return {
         split: [tuple(None if g is None else apply_transform(g, t) for g in pair) for pair in pairs]
         for split, pairs in task.items()

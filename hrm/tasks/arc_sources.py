@@ -144,6 +144,7 @@ def load_source(spec: str) -> Tasks:
 
 # ------------------------------------------------------------------------------------------------------ split
 def grid_digest(*grids: np.ndarray | None) -> bytes:
+    """A 16-byte digest of grids (shapes and cells; None counts), in order."""
     h = hashlib.blake2b(digest_size=16)
     for g in grids:
         h.update(b"N" if g is None else np.asarray(g.shape, np.int64).tobytes() + np.ascontiguousarray(g).tobytes())
@@ -151,6 +152,7 @@ def grid_digest(*grids: np.ndarray | None) -> bytes:
 
 
 def task_digest(task: ArcTaskData) -> bytes:
+    """``grid_digest`` of every grid of a task, train pairs then test pairs."""
     return grid_digest(*(g for split in ("train", "test") for pair in task[split] for g in pair))
 
 

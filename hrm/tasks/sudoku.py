@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -84,6 +83,7 @@ def random_transform(box, rng: np.random.Generator):
 
 
 def apply_transform(grid: np.ndarray, transform) -> np.ndarray:
+    """``grid`` under a ``random_transform``: transposed (if so), rows and columns permuted, digits mapped."""
     rows, cols, transpose, digit_map = transform
     g = np.asarray(grid).T if transpose else np.asarray(grid)
     return digit_map[g[rows][:, cols]]
@@ -92,27 +92,6 @@ def apply_transform(grid: np.ndarray, transform) -> np.ndarray:
 def canonical(puzzle, box=(3, 3)) -> bytes:
     """Exact canonical key of ``puzzle`` under digit, band/row, stack/column and transpose symmetries."""
     return canonical_grid(puzzle, tuple(box)).tobytes()
-
-
-def split_no_leak(instances, test_fraction: float, rng: np.random.Generator, box=(3, 3)):
-    """Split into ``(train_idx, test_idx)`` so no test puzzle is equivalent to a training one.
-
-    Puzzles are grouped by canonical form; whole groups go to the test side, in random order,
-    until it holds at least ``round(test_fraction * len(instances))`` puzzles.
-    """
-    groups: dict[bytes, list[int]] = {}
-    for i, inst in enumerate(instances):
-        groups.setdefault(canonical(inst[0], box), []).append(i)
-    keys = list(groups)
-    target = round(test_fraction * len(instances))
-    test: list[int] = []
-    for k in rng.permutation(len(keys)):
-        if len(test) >= target:
-            break
-        test.extend(groups[keys[k]])
-    test_set = set(test)
-    train = [i for i in range(len(instances)) if i not in test_set]
-    return np.array(train, dtype=np.int64), np.array(sorted(test), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- the task
@@ -218,6 +197,46 @@ def _csv_chunks(path, chunk_rows: int):
         yield chunk
 
 
+def _check_rows(chunk, box, lut_q: np.ndarray, lut_a: np.ndarray):
+    """Parse and check CSV rows ``[(line, record or problem), ...]``.
+
+    Returns ``(problems [(line, why)], lines (m,), questions (m, N), answers (m, N), ratings (m,), ok (m,))`` for
+    the ``m`` rows with the right shape and a finite rating; ``ok`` is False for those failing a content check.
+    """
+    n = box[0] * box[1]
+    N = n * n
+    problems, lines, qs, ans, rs = [], [], [], [], []
+    for line, rec in chunk:
+        if isinstance(rec, str):
+            problems.append((line, rec))
+        elif len(rec) != 4:
+            problems.append((line, f"expected 4 fields, got {len(rec)}"))
+        elif len(rec[1]) != N or len(rec[2]) != N:
+            problems.append((line, f"question/answer must have {N} characters, got {len(rec[1])}/{len(rec[2])}"))
+        else:
+            try:
+                rating = int(float(rec[3]))
+            except (ValueError, OverflowError):  # not a number; inf, nan
+                problems.append((line, f"rating {rec[3][:40]!r} is not a finite number"))
+                continue
+            lines.append(line), qs.append(rec[1]), ans.append(rec[2]), rs.append(rating)
+    if not lines:
+        return problems, np.zeros(0, np.int64), None, None, None, None
+    q = lut_q[np.frombuffer("".join(qs).encode("ascii", "replace"), np.uint8)].reshape(-1, N)
+    a = lut_a[np.frombuffer("".join(ans).encode("ascii", "replace"), np.uint8)].reshape(-1, N)
+    checks = [
+        ((q < 0).any(1), "question has unknown characters"),
+        ((a < 0).any(1), f"answer has characters other than 1-{n}"),
+        (((q > 0) & (q != a)).any(1), "answer contradicts the question's givens"),
+        (~valid_solutions(a.reshape(-1, n, n), box), "answer is not a valid Sudoku"),
+    ]
+    bad = np.zeros(len(lines), bool)
+    for mask, why in checks:
+        problems += [(lines[i], why) for i in np.flatnonzero(mask & ~bad)]
+        bad |= mask
+    return problems, np.asarray(lines, np.int64), q, a, np.asarray(rs, np.int32), ~bad
+
+
 def read_csv_arrays(path, *, box=(3, 3), subsample: int | None = None, min_rating: int = 0, seed: int = 0,
                     skip_invalid: bool = False, check_unique: bool = False, chunk_rows: int = 65536):
     """Stream a ``source,question,answer,rating`` CSV ('.' or '0' = blank).
@@ -245,36 +264,9 @@ def read_csv_arrays(path, *, box=(3, 3), subsample: int | None = None, min_ratin
         skipped += len(problems)
 
     for chunk in _csv_chunks(path, chunk_rows):
-        problems, lines, qs, ans, rs = [], [], [], [], []
-        for line, rec in chunk:
-            if isinstance(rec, str):
-                problems.append((line, rec))
-            elif len(rec) != 4:
-                problems.append((line, f"expected 4 fields, got {len(rec)}"))
-            elif len(rec[1]) != N or len(rec[2]) != N:
-                problems.append((line, f"question/answer must have {N} characters, got {len(rec[1])}/{len(rec[2])}"))
-            else:
-                try:
-                    rating = int(float(rec[3]))
-                except (ValueError, OverflowError):  # not a number; inf, nan
-                    problems.append((line, f"rating {rec[3][:40]!r} is not a finite number"))
-                    continue
-                lines.append(line), qs.append(rec[1]), ans.append(rec[2]), rs.append(rating)
-        if lines:
-            q = lut_q[np.frombuffer("".join(qs).encode("ascii", "replace"), np.uint8)].reshape(-1, N)
-            a = lut_a[np.frombuffer("".join(ans).encode("ascii", "replace"), np.uint8)].reshape(-1, N)
-            checks = [
-                ((q < 0).any(1), "question has unknown characters"),
-                ((a < 0).any(1), f"answer has characters other than 1-{n}"),
-                (((q > 0) & (q != a)).any(1), "answer contradicts the question's givens"),
-                (~valid_solutions(a.reshape(-1, n, n), box), "answer is not a valid Sudoku"),
-            ]
-            bad = np.zeros(len(lines), bool)
-            for mask, why in checks:
-                problems += [(lines[i], why) for i in np.flatnonzero(mask & ~bad)]
-                bad |= mask
-            lines_a, r = np.asarray(lines, np.int64), np.asarray(rs, np.int32)
-            keep = ~bad & (r >= min_rating)
+        problems, lines_a, q, a, r, ok = _check_rows(chunk, box, lut_q, lut_a)
+        if len(lines_a):
+            keep = ok & (r >= min_rating)
             keys = rng.random(int(keep.sum())) if subsample is not None else np.zeros(int(keep.sum()))
             parts.append((keys, lines_a[keep], q[keep].astype(np.int8), a[keep].astype(np.int8), r[keep]))
             if subsample is not None:
@@ -310,18 +302,3 @@ def read_csv(path, *, box=(3, 3), subsample: int | None = None, min_rating: int 
                                           skip_invalid=skip_invalid, check_unique=check_unique)
     return list(zip(q, a)), skipped
 
-
-def fetch_hub(split: str = "train", dest: str | Path = "data/sudoku-extreme",
-              repo: str = "sapientinc/sudoku-extreme") -> Path:
-    """Download ``{split}.csv`` of a Hugging Face dataset repo into ``dest`` (needs network; cached)."""
-    import urllib.request
-
-    out = Path(dest) / f"{split}.csv"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        url = f"https://huggingface.co/datasets/{repo}/resolve/main/{split}.csv"
-        log.info("downloading %s", url)
-        tmp = out.with_suffix(".part")
-        urllib.request.urlretrieve(url, tmp)
-        tmp.replace(out)
-    return out

@@ -261,6 +261,46 @@ def _generate_kernel(seed, count, max_tries, peers, units, full, min_rating):
 
 
 @numba.njit(cache=True)
+def _next_row(k, first, n, br, used, band_used, choice):
+    """The first input row from ``first`` on that may become output row ``k`` (at a band's first row: any row of
+    an unused band; otherwise an unused row of the band chosen for the band's first row), or ``n`` when none."""
+    for r in range(first, n):
+        if k % br == 0:
+            if band_used[r // br] == 0:
+                return r
+        elif used[r] == 0 and r // br == choice[k - k % br] // br:
+            return r
+    return n
+
+
+@numba.njit(cache=True)
+def _relabel_row(src_row, cp, maps, k, nx, best, n, row):
+    """Output row ``k`` into ``row``: ``src_row`` under column permutation ``cp``, digits relabelled in order of
+    first appearance (``maps[k + 1]`` extends ``maps[k]``; ``nx`` is the next free label).
+
+    Returns ``(cmp, nx)``: cmp -1 / 0 / 1 as the row is below, equal to or above row ``k`` of ``best`` (1 stops
+    at the first larger cell, leaving ``row`` partial).
+    """
+    maps[k + 1, :] = maps[k, :]
+    cmp = 0
+    for j in range(n):
+        d = src_row[cp[j]]
+        if d != 0:
+            if maps[k + 1, d] == 0:
+                maps[k + 1, d] = nx
+                nx += 1
+            d = maps[k + 1, d]
+        row[j] = d
+        if cmp == 0:
+            b = best[k * n + j]
+            if d > b:
+                return 1, nx
+            if d < b:
+                cmp = -1
+    return cmp, nx
+
+
+@numba.njit(cache=True)
 def _canon_kernel(grid, n, br, colperms, transpose, best):
     """Lexicographic min over geometric transforms of the first-appearance-relabelled grid.
 
@@ -295,42 +335,13 @@ def _canon_kernel(grid, n, br, colperms, transpose, best):
                     used[r] = 0
                     if k % br == 0:
                         band_used[r // br] = 0
-                choice[k] += 1
-                r = choice[k]
-                ok = False
-                while r < n:
-                    if k % br == 0:
-                        if band_used[r // br] == 0:
-                            ok = True
-                    elif used[r] == 0 and r // br == choice[k - k % br] // br:
-                        ok = True
-                    if ok:
-                        break
-                    r += 1
+                r = _next_row(k, choice[k] + 1, n, br, used, band_used, choice)
                 choice[k] = r
-                if not ok:
+                if r == n:
                     choice[k] = -1
                     k -= 1
                     continue
-                # build output row k and compare with best row k
-                maps[k + 1, :] = maps[k, :]
-                nx = nxt[k]
-                cmp = 0
-                for j in range(n):
-                    d = src[r, cp[j]]
-                    if d != 0:
-                        if maps[k + 1, d] == 0:
-                            maps[k + 1, d] = nx
-                            nx += 1
-                        d = maps[k + 1, d]
-                    row[j] = d
-                    if cmp == 0:
-                        b = best[k * n + j]
-                        if d > b:
-                            cmp = 1
-                            break
-                        if d < b:
-                            cmp = -1
+                cmp, nx = _relabel_row(src[r], cp, maps, k, nxt[k], best, n, row)
                 if cmp > 0:
                     continue
                 if cmp < 0:

@@ -14,13 +14,15 @@ import numpy as np
 
 from hrm.tasks.grids import N_DIHEDRAL, dihedral
 from hrm.tasks.maze import PATH, Maze, MazeTask, generate_many, read_csv
-from pipeline.data.originals import STREAM_CODE, OriginalsBuilder
-from pipeline.data.stages import derive_seed
+from pipeline.data.builder import derive_seed
+from pipeline.data.grid_builder import STREAM_CODE, GridBuilder
 
 log = logging.getLogger(__name__)
 
 
-class MazeBuilder(OriginalsBuilder):
+class MazeBuilder(GridBuilder):
+    """Maze originals of ``cfg.maze``: streams ``train`` and ``test``, generated or read from CSVs."""
+
     rating_name = "path_length"
 
     def __init__(self, cfg, skip_invalid: bool = False):

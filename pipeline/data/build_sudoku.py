@@ -13,8 +13,8 @@ import numpy as np
 
 from hrm.tasks.sudoku import SudokuTask, canonical, random_transform, read_csv_arrays
 from hrm.tasks.sudoku_solver import generate_many, rate_many
-from pipeline.data.originals import STREAM_CODE, OriginalsBuilder
-from pipeline.data.stages import derive_seed
+from pipeline.data.builder import derive_seed
+from pipeline.data.grid_builder import STREAM_CODE, GridBuilder
 
 
 def transform_indices(box, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +52,9 @@ def top_up_givens(puzzles: np.ndarray, solutions: np.ndarray, givens: int | None
     return out
 
 
-class SudokuBuilder(OriginalsBuilder):
+class SudokuBuilder(GridBuilder):
+    """Sudoku originals of ``cfg.sudoku``: stream ``all`` (generated, or one CSV), or ``train`` and ``test`` CSVs."""
+
     rating_name = "rating"
 
     def __init__(self, cfg, skip_invalid: bool = False):
@@ -71,6 +73,9 @@ class SudokuBuilder(OriginalsBuilder):
 
     def chunk_size(self) -> int:
         return self.sec.chunk_size
+
+    def test_fraction(self) -> float:
+        return self.sec.test_fraction
 
     def augmentations(self, split: str) -> int:
         return self.sec.augmentations if split == "train" else self.sec.test_augmentations

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hrm.config import from_dict, to_dict
+from pipeline.config_io import from_dict, to_dict
 from pipeline.names import name_problems
+from pipeline.yaml_io import read_mapping
 
 FORMAT_VERSION = 1
 TASK_NAMES = ("sudoku", "maze", "arc")
@@ -140,8 +141,6 @@ def load_config(path: str | Path | None = None, *, task: str | None = None, **ov
 
     Unknown keys and wrong types raise ``ValueError``/``TypeError`` naming the file and the dotted key.
     """
-    from pipeline.yaml_io import read_mapping
-
     where = str(path) if path is not None else "data config"
     raw = read_mapping(path, "data config")
     if task is not None:
@@ -151,11 +150,7 @@ def load_config(path: str | Path | None = None, *, task: str | None = None, **ov
             raise ValueError(f"{where}: config is for task {raw['task']!r}, not {task!r}")
         raw = {**raw, "task": task}
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return from_dict(DataConfig, raw, where=where)
-    except (ValueError, TypeError) as e:
-        msg = str(e) if str(e).startswith(where) else f"{where}: {e}"
-        raise type(e)(msg) from None
+    return from_dict(DataConfig, raw, where=where)
 
 
 def identity(cfg: DataConfig) -> dict[str, Any]:

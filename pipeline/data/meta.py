@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 from pipeline.version import code_version  # noqa: F401 (re-exported: metadata.json records it)
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class DatasetMeta:
         return make_task(self.task, self.task_args)
 
     def split_dir(self, split: str) -> str:
+        """The folder (or URI) of a split's parts in the dataset's own layout."""
         from pipeline import storage
 
         if split not in SPLITS:

@@ -21,6 +21,7 @@ def side_by_side(left: str, right: str, titles: tuple[str, str] = ("input", "lab
 
 
 def summary(path: str | Path) -> str:
+    """The metadata of dataset ``path`` as aligned text lines (``hrm data show``)."""
     meta = read_metadata(path)
     lines = [
         f"dataset      {meta.path}",

@@ -86,7 +86,10 @@ class BadRequest(MlflowException):
 
 
 class HRMSolver(mlflow.pyfunc.PythonModel):
+    """The served model: puzzles in (a ``puzzle`` column), the model's answers out (``COLUMNS``)."""
+
     def load_context(self, context) -> None:
+        """Load the exported model (artifact ``export``) on CPU, and its task."""
         from hrm.tasks import make_task
         from pipeline.train.checkpoint import load_export
 
@@ -95,6 +98,8 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
         self.task = make_task(self.info["task"], self.info.get("task_args"))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Solve each puzzle (a DataFrame's ``puzzle`` column, a list, a dict or one puzzle); ``params``:
+        ``adaptive`` (stop where the model halts, default true). A malformed puzzle is a BadRequest naming it."""
         from hrm.solve import solve
 
         if isinstance(model_input, pd.DataFrame):

@@ -18,18 +18,26 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hrm.config import ModelConfig, from_dict, to_dict
+from hrm.config import ModelConfig
 from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import Optimizers
+from pipeline.config_io import from_dict, to_dict
 
 
 @dataclass
 class Position:
+    """Where a run stands, saved in every checkpoint: what a resumed run starts from."""
+
     step: int = 0  # optimizer steps done
     epoch: int = 0
     batch_in_epoch: int = 0  # the next global batch of ``epoch`` to train on
     nonfinite_in_row: int = 0
+
+    def advance(self, epoch: int, index: int) -> None:
+        """One optimizer step done, on global batch ``index`` of ``epoch``: the next batch is ``index + 1``."""
+        self.step += 1
+        self.epoch, self.batch_in_epoch = epoch, index + 1
 
 
 def rng_state() -> dict[str, Any]:

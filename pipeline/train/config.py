@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hrm.config import from_dict, model_config
+from hrm.config import ModelConfig, model_config
 from hrm.step import OptimConfig
+from pipeline.config_io import from_dict, set_dotted, to_dict
 from pipeline.names import name_problems
 from pipeline.yaml_io import read_mapping
 
@@ -108,25 +109,28 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML run file (it only names a run and overrides defaults) plus dotted ``overrides``."""
+    """Read a YAML run file (it only names a run and overrides defaults) plus dotted ``overrides`` (``--set``)."""
     data = read_mapping(path, "config")
-    path = Path(path) if path is not None else None
+    where = str(path) if path is not None else "config"
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    cfg = from_dict(TrainConfig, data, where=str(path) if path else "config")
+        set_dotted(data, dotted, value)
+    cfg = from_dict(TrainConfig, data, where=where)
     # Validate the model overrides now, with placeholder data sizes, so a bad key fails before any cluster work.
-    model_config(cfg.flavour, **cfg.model)
+    checked_model_config(cfg.flavour, cfg.model, where=f"{where}: model")
     return cfg
 
 
-def run_model_config(cfg: TrainConfig, meta, **overrides: Any):
-    """The model a run trains on a dataset: the flavour, the run's ``model`` overrides, the dataset's sizes."""
-    return model_config(cfg.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                        num_puzzle_identifiers=meta.num_puzzle_identifiers, **{**cfg.model, **overrides})
+def checked_model_config(flavour: str, settings: dict[str, Any], where: str) -> ModelConfig:
+    """A flavour's ModelConfig with ``settings`` read from a file: strict types, unknown keys refused (named)."""
+    return from_dict(ModelConfig, {**to_dict(model_config(flavour)), **settings}, where=where)
+
+
+def run_model_config(cfg: TrainConfig, meta, **overrides: Any) -> ModelConfig:
+    """The model a run trains on a dataset: the flavour, the run's ``model`` overrides, ``overrides``, and the
+    dataset's sizes (vocab_size, seq_len, num_puzzle_identifiers), which win."""
+    sizes = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
+             "num_puzzle_identifiers": meta.num_puzzle_identifiers}
+    return checked_model_config(cfg.flavour, {**cfg.model, **overrides, **sizes}, where=f"run {cfg.name!r}: model")
 
 
 def resolve_data(cfg: TrainConfig, base: Path | None = None) -> str:

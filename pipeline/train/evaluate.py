@@ -88,6 +88,16 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
             for key, ok in task.score(p, y, x).items():
                 if key != "exact":
                     sums[f"task_{key}"] += float(ok)
+    metrics = reduce_sums(sums, step_exact, world)
+    if arc_refs is not None:
+        metrics.update(arc_pass_at_k(arc_refs, arrays, idx, final_preds, final_q, world))
+    return metrics
+
+
+def reduce_sums(sums: dict[str, float], step_exact: torch.Tensor, world: int) -> dict[str, float]:
+    """Every worker's ``sums`` (``count`` = rows) and exact answers per ACT step added up (a collective call when
+    ``world`` > 1) and divided by the rows: the ``eval/*`` metrics, ``eval/exact_accuracy_step_<s>`` and
+    ``eval/count`` among them."""
     keys = sorted(sums)
     vector = torch.tensor([sums[k] for k in keys] + step_exact.tolist(), dtype=torch.float64)
     if world > 1 and dist.is_initialized():
@@ -98,8 +108,6 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
     for s, v in enumerate(vector[len(keys):].tolist(), start=1):
         metrics[f"eval/exact_accuracy_step_{s}"] = v / count
     metrics["eval/count"] = count
-    if arc_refs is not None:
-        metrics.update(arc_pass_at_k(arc_refs, arrays, idx, final_preds, final_q, world))
     return metrics
 
 

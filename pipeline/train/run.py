@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hrm.config import flatten, to_dict
-from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri, run_model_config
+from pipeline.config_io import flatten, to_dict
 from pipeline.storage import is_remote
+from pipeline.train.batches import require_one_global_batch
+from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri, run_model_config
 from pipeline.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,7 @@ def prepare(cfg: TrainConfig, resume: bool):
     params, state_bytes = training_state_size(run_model_config(cfg, meta), ema=cfg.ema is not None)
     log.info("model: %s parameters, ≈ %s of weights, gradients and optimizer state per worker", f"{params:,}",
              _bytes(state_bytes))
-    if meta.counts["train"] < cfg.global_batch_size:
-        raise ValueError(f"{data_path}: {meta.counts['train']} training examples, fewer than one global batch "
-                         f"({cfg.global_batch_size})")
+    require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
     folder = run_folder(cfg)
     if resume and folder.read(RUN_ID_FILE) is None:
         raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
@@ -142,22 +141,23 @@ def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: str | Path,
 
 
 def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str, *, callbacks: list | None = None,
-                 fault: dict[str, Any] | None = None):
+                 fault: dict[str, Any] | None = None, meta=None):
     """The job's TorchTrainer; its Train run is named ``cfg.name`` under ``cfg.storage_path`` (the same name
-    resumes), ``callbacks`` are Ray Train callbacks (a Tune trial passes TuneReportCallback)."""
+    resumes), ``callbacks`` are Ray Train callbacks (a Tune trial passes TuneReportCallback), ``meta`` the
+    dataset's metadata when the caller has read it already (else it is read here)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.data.loader import read_metadata
     from pipeline.progress import progress_mode, quiet_ray_data
     from pipeline.train.ingest import ShardedTrainData
-    from pipeline.train.loop import train_loop_per_worker
+    from pipeline.train.worker import train_loop_per_worker
 
     progress = progress_mode()  # the workers' stdout is never a TTY: the driver decides for them
     if progress == "lines":
         quiet_ray_data()  # reading the split here (in a Tune trial's process too) logs no INFO lines
     folder = run_folder(cfg)
-    data = ShardedTrainData.for_split(read_metadata(data_path), shards=cfg.shards)
+    data = ShardedTrainData.for_split(meta or read_metadata(data_path), shards=cfg.shards)
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
     return TorchTrainer(
@@ -216,7 +216,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
     run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file)
     status_before = tracking.run_status(uri, run_id) if resume else None
     try:  # from here on, every way out ends the MLflow run
-        trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault)
+        trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault, meta=meta)
         result = trainer.fit()
         best = result.get_best_checkpoint(cfg.checkpoint_metric, "max") or result.checkpoint
         if best is None:

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
-from hrm.config import from_dict, model_config
-from pipeline.train.config import TrainConfig, storage_path_problems
+from hrm.config import model_config
+from pipeline.config_io import from_dict, set_dotted
 from pipeline.names import name_problems
-from pipeline.yaml_io import read_mapping
+from pipeline.train.config import TrainConfig, storage_path_problems
 from pipeline.tune.space import candidates, flatten_entries, is_distribution, normalize_key
+from pipeline.yaml_io import read_mapping
 
 REPORTED = ("eval/exact_accuracy", "eval/accuracy", "eval/q_halt_accuracy", "eval/steps", "eval/count", "step",
             "epoch", "minutes")  # what the training loop reports at every evaluation (plus task scorers, per step)
@@ -89,12 +89,8 @@ def load_sweep_config(path: str | Path | None = None, overrides: dict[str, Any] 
             section.pop(normalize_key(rest), None)
             if value is not None:  # KEY=null drops the entry
                 section[normalize_key(rest)] = value
-            continue
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+        else:
+            set_dotted(data, dotted, value)
     return from_dict(SweepConfig, data, where=where)
 
 

@@ -34,12 +34,15 @@ def depth(m: ModelConfig) -> int:
 
 
 def compute_per_example(m: ModelConfig) -> int:
+    """Transformer-layer applications per example over all M_max segments: M_max·N·(T·L_layers + H_layers)."""
     h_layers = m.h_layers if m.variant == "hrm" else m.l_layers
     return m.halt_max_steps * m.h_cycles * (m.l_cycles * m.l_layers + h_layers)
 
 
 @dataclass
 class TrialRow:
+    """One trial of a sweep, as the report shows it."""
+
     trial_id: str
     status: str  # completed | early_stopped | error
     params: dict[str, Any]  # the trial's searched values (dotted keys)
@@ -51,6 +54,7 @@ class TrialRow:
     best_exact: float = math.nan  # its best eval exact accuracy over all evaluations
 
     def table_row(self, metric: str) -> dict[str, Any]:
+        """The row's columns for the table (CSV and markdown), ``metric`` being the sweep's."""
         m = self.model
         row: dict[str, Any] = {"trial": self.trial_id, "status": self.status}
         row.update({key: _short(value) for key, value in self.params.items()})
@@ -73,15 +77,13 @@ def _round(value: float) -> Any:
     return "" if math.isnan(value) else round(float(value), 4)
 
 
-def trial_row(trial, result, cfg, params: dict[str, Any], meta, metric: str, mode: str,
-              run_id: str | None) -> TrialRow:
-    """A finished Tune trial (and its Result) as a row: its best evaluation by ``metric``, and whether it ran to
-    the end, was stopped early (by the scheduler) or failed."""
-    from hrm.config import model_config
+def trial_row(result, cfg, params: dict[str, Any], meta, metric: str, mode: str, run_id: str | None) -> TrialRow:
+    """A finished Tune trial (its ray.tune.Result; ``cfg`` its TrainConfig, ``meta`` the dataset's metadata) as a
+    row: its best evaluation by ``metric``, and whether it ran to the end, was stopped early (by the scheduler) or
+    failed."""
+    from pipeline.train.config import run_model_config
     from pipeline.tune.config import planned_reports
 
-    model = model_config(cfg.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                         num_puzzle_identifiers=meta.num_puzzle_identifiers, **cfg.model)
     frame = result.metrics_dataframe
     history = [] if frame is None or metric not in frame else frame.to_dict("records")
     scored = [h for h in history if not math.isnan(h[metric])]
@@ -89,10 +91,11 @@ def trial_row(trial, result, cfg, params: dict[str, Any], meta, metric: str, mod
     best = pick(scored, key=lambda h: h[metric]) if scored else {}
     best = {k: float(v) for k, v in best.items() if k.startswith("eval/") or k == "step"}
     exact = [h["eval/exact_accuracy"] for h in history if not math.isnan(h.get("eval/exact_accuracy", math.nan))]
-    status = "error" if trial.status == "ERROR" else \
+    status = "error" if result.error is not None else \
         "early_stopped" if len(history) < planned_reports(cfg, meta) else "completed"
-    return TrialRow(trial_id=trial.trial_id, status=status, params=params, model=model, best=best,
-                    reports=len(history), last_step=int(max((h.get("step", 0) for h in history), default=0)),
+    return TrialRow(trial_id=result.metrics["trial_id"], status=status, params=params,
+                    model=run_model_config(cfg, meta), best=best, reports=len(history),
+                    last_step=int(max((h.get("step", 0) for h in history), default=0)),
                     run_id=run_id, best_exact=max(exact, default=math.nan))
 
 
@@ -163,6 +166,7 @@ def plot(rows: list[TrialRow], path: Path) -> None:
 
 
 def log_report(tracking_uri: str, run_id: str, paths: list[Path], artifact_path: str = "report") -> None:
+    """Log the report's files to the MLflow run ``run_id`` under ``artifact_path``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)

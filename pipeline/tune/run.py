@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hrm.config import from_dict, model_config, to_dict
+from pipeline.config_io import from_dict, to_dict
 from pipeline.ray_utils import init_ray
-from pipeline.train.config import TrainConfig, load_train_config, resolve_data, resolve_tracking_uri
+from pipeline.train.batches import require_one_global_batch
+from pipeline.train.config import (TrainConfig, load_train_config, resolve_data, resolve_tracking_uri,
+                                   run_model_config)
 from pipeline.tune.config import SweepConfig, check_metric, planned_reports, train_config_path
 from pipeline.tune.report import TrialRow
 from pipeline.tune.space import check_space, grid_size, to_tune, trial_config
@@ -30,6 +31,8 @@ LENGTH_KEYS = ("max_steps", "epochs", "eval_interval", "global_batch_size")
 
 @dataclass
 class Plan:
+    """What ``prepare_sweep`` made of a sweep, checked: what ``run_sweep`` runs."""
+
     sweep: SweepConfig
     base: TrainConfig  # data, storage_path (the trials' folder) and tracking_uri made absolute
     folder: Path
@@ -39,6 +42,8 @@ class Plan:
 
 @dataclass
 class SweepOutcome:
+    """A sweep's end: its MLflow run, its trials best first, its report and registered model (or interrupted)."""
+
     parent_run_id: str
     interrupted: bool
     rows: list[TrialRow] = field(default_factory=list)
@@ -49,40 +54,55 @@ class SweepOutcome:
 
 
 def sweep_folder(sweep: SweepConfig) -> Path:
+    """The sweep's folder: ``<storage_path>/<name>``, absolute."""
     return Path(sweep.storage_path).resolve() / sweep.name
 
 
 def prepare_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | None = None) -> Plan:
-    """Every check that needs no cluster: the base config, the dataset, the space, the metric, the scheduler."""
+    """Every check that needs no cluster: the base config, the dataset, the space, the metric, the scheduler.
+    A resume takes the sweep's saved configs (``sweep`` only names it); returns the Plan ``run_sweep`` follows."""
     from pipeline.data.loader import read_metadata
 
     folder = sweep_folder(sweep)
     if resume:
-        if not (folder / SWEEP_FILE).is_file() or not (folder / PARENT_FILE).is_file():
-            raise FileNotFoundError(f"nothing to resume: no sweep {sweep.name!r} under {folder.parent}")
-        saved = from_dict(SweepConfig, json.loads((folder / SWEEP_FILE).read_text()), where=str(folder / SWEEP_FILE))
-        if to_dict(saved) != to_dict(sweep):
-            log.warning("resuming %s with its saved config; changes in the sweep file or --set are ignored",
-                        sweep.name)
-        sweep = saved
-        base = from_dict(TrainConfig, json.loads((folder / BASE_FILE).read_text()), where=str(folder / BASE_FILE))
+        sweep, base = _saved_configs(sweep, folder)
     else:
-        if folder.exists():
-            raise FileExistsError(f"sweep {sweep.name!r} already exists under {folder.parent}: use --resume to "
-                                  f"continue it, or choose another name")
-        base = load_train_config(train_config_path(sweep, sweep_file), sweep.overrides)
-        check_space(sweep.space, searcher=sweep.searcher, base=base, fixed=sweep.overrides)  # before the data
-        base.data = str(resolve_data(base))
-        base.storage_path = str(folder / "trials")
-        base.tracking.tracking_uri = resolve_tracking_uri(base)
-        base.name = sweep.name
+        base = _new_base(sweep, folder, sweep_file)
     meta = read_metadata(base.data)
-    if meta.counts["train"] < base.global_batch_size:
-        raise ValueError(f"{base.data}: {meta.counts['train']} training examples, fewer than one global batch "
-                         f"({base.global_batch_size})")
-    model_config(base.flavour, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                 num_puzzle_identifiers=meta.num_puzzle_identifiers, **base.model)
+    require_one_global_batch(meta.counts["train"], base.global_batch_size, base.data)
+    run_model_config(base, meta)  # a model the dataset's sizes make invalid fails here
     check_metric(sweep, base, meta)
+    return Plan(sweep=sweep, base=base, folder=folder, meta=meta, max_t=_max_t(sweep, base, meta))
+
+
+def _saved_configs(sweep: SweepConfig, folder: Path) -> tuple[SweepConfig, TrainConfig]:
+    """The (sweep config, base training config) a stopped sweep saved in ``folder``."""
+    if not (folder / SWEEP_FILE).is_file() or not (folder / PARENT_FILE).is_file():
+        raise FileNotFoundError(f"nothing to resume: no sweep {sweep.name!r} under {folder.parent}")
+    saved = from_dict(SweepConfig, json.loads((folder / SWEEP_FILE).read_text()), where=str(folder / SWEEP_FILE))
+    if to_dict(saved) != to_dict(sweep):
+        log.warning("resuming %s with its saved config; changes in the sweep file or --set are ignored", sweep.name)
+    base = from_dict(TrainConfig, json.loads((folder / BASE_FILE).read_text()), where=str(folder / BASE_FILE))
+    return saved, base
+
+
+def _new_base(sweep: SweepConfig, folder: Path, sweep_file: Path | None) -> TrainConfig:
+    """A new sweep's base training config, its space checked against it; data, storage_path (the trials' folder)
+    and tracking_uri made absolute, named after the sweep."""
+    if folder.exists():
+        raise FileExistsError(f"sweep {sweep.name!r} already exists under {folder.parent}: use --resume to "
+                              f"continue it, or choose another name")
+    base = load_train_config(train_config_path(sweep, sweep_file), sweep.overrides)
+    check_space(sweep.space, searcher=sweep.searcher, base=base, fixed=sweep.overrides)  # before the data
+    base.data = str(resolve_data(base))
+    base.storage_path = str(folder / "trials")
+    base.tracking.tracking_uri = resolve_tracking_uri(base)
+    base.name = sweep.name
+    return base
+
+
+def _max_t(sweep: SweepConfig, base: TrainConfig, meta) -> int:
+    """The evaluations of the longest trial (ASHA's max_t): the scheduler's, else what the base config plans."""
     max_t = sweep.scheduler.max_t
     if max_t is None:
         varied = sorted(set(sweep.space) & set(LENGTH_KEYS))
@@ -92,7 +112,7 @@ def prepare_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path 
     if sweep.scheduler.kind == "asha" and sweep.scheduler.grace_period > max_t:
         raise ValueError(f"scheduler.grace_period {sweep.scheduler.grace_period} exceeds the {max_t} evaluations "
                          f"of a trial")
-    return Plan(sweep=sweep, base=base, folder=folder, meta=meta, max_t=max_t)
+    return max_t
 
 
 def check_cluster(plan: Plan) -> int:
@@ -115,6 +135,7 @@ def check_cluster(plan: Plan) -> int:
 
 
 def trial_name(sweep: str, trial_id: str) -> str:
+    """A trial's run name (its Train run folder, its MLflow run): ``<sweep>-<trial id>``."""
     return f"{sweep}-{trial_id}"
 
 
@@ -145,55 +166,71 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | None = None,
               callbacks: list | None = None, plan: Plan | None = None) -> SweepOutcome:
     """Run (or resume) the sweep; ``callbacks`` are extra Ray Tune callbacks; ``plan``: what ``prepare_sweep``
-    already made of it (else made here)."""
+    already made of it (else made here). Returns the outcome, ``interrupted`` when trials are left to run."""
     from ray import tune
 
-    from pipeline import tracking
     from pipeline.train.run import ephemeral_outputs
 
     plan = plan or prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
-    sweep, base, folder = plan.sweep, plan.base, plan.folder
+    sweep, folder = plan.sweep, plan.folder
     init_ray(dashboard=True)
     concurrent = check_cluster(plan)
-    uri = base.tracking.tracking_uri
-    for warning in ephemeral_outputs(Path.cwd(), sweep.storage_path, uri):
+    for warning in ephemeral_outputs(Path.cwd(), sweep.storage_path, plan.base.tracking.tracking_uri):
         log.warning(warning)
-    if resume:
-        parent = (folder / PARENT_FILE).read_text().strip()
-    else:
-        folder.mkdir(parents=True)
-        (folder / SWEEP_FILE).write_text(json.dumps(to_dict(sweep), indent=2))
-        (folder / BASE_FILE).write_text(json.dumps(to_dict(base), indent=2))
-        params = {"searcher": sweep.searcher, "metric": sweep.metric, "mode": sweep.mode,
-                  "num_samples": sweep.num_samples, "scheduler": sweep.scheduler.kind, "max_t": plan.max_t,
-                  **{f"space.{k}": json.dumps(v) for k, v in sweep.space.items()},
-                  **{f"overrides.{k}": v for k, v in sweep.overrides.items()}}
-        artifacts = [folder / SWEEP_FILE, folder / BASE_FILE] + ([sweep_file] if sweep_file else [])
-        parent = tracking.start_run(uri, base.tracking.experiment, sweep.name, params,
-                                    {"sweep": sweep.name, "kind": "sweep"}, artifacts)
-        (folder / PARENT_FILE).write_text(parent)
-    setup = {"sweep": sweep.name, "base": to_dict(base), "parent_run_id": parent}
+    parent = (folder / PARENT_FILE).read_text().strip() if resume else _start_parent_run(plan, sweep_file)
+    setup = {"sweep": sweep.name, "base": to_dict(plan.base), "parent_run_id": parent}
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_RESOURCES)
-    tune_path = folder / "tune"
-    if resume and tune.Tuner.can_restore(str(tune_path)):
-        log.info("resuming sweep %s from %s", sweep.name, tune_path)
-        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        run_config = tune.RunConfig(name="tune", storage_path=str(folder), callbacks=callbacks,
-                                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures))
-        tuner = tune.Tuner(trainable, param_space=to_tune(sweep.space), tune_config=_tune_config(plan, concurrent),
-                           run_config=run_config)
-    results = tuner.fit()
-    # An interrupted fit (Ctrl-C) returns too, its running trials marked stopped in memory; the state it saved
-    # for a resume tells what is unfinished, and the searcher may not have created every trial yet.
-    saved = tune.ExperimentAnalysis(str(tune_path)).trials
-    unfinished = sum(t.status not in ("TERMINATED", "ERROR") for t in saved) + grid_size(sweep.space) * \
-        sweep.num_samples - len(saved)
+    results = _tuner(plan, trainable, resume=resume, concurrent=concurrent, callbacks=callbacks).fit()
+    unfinished = _unfinished(plan, trainable)
     if unfinished > 0:
         log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name, unfinished)
         return SweepOutcome(parent_run_id=parent, interrupted=True)
-    trials = results._experiment_analysis.trials  # in the order of results
-    return finish_sweep(plan, parent, list(zip(trials, results)))
+    return finish_sweep(plan, parent, list(results))
+
+
+def _start_parent_run(plan: Plan, sweep_file: Path | None) -> str:
+    """Make the sweep's folder, save its configs there (what a resume reads) and open its MLflow run; its id."""
+    from pipeline import tracking
+
+    sweep, base, folder = plan.sweep, plan.base, plan.folder
+    folder.mkdir(parents=True)
+    (folder / SWEEP_FILE).write_text(json.dumps(to_dict(sweep), indent=2))
+    (folder / BASE_FILE).write_text(json.dumps(to_dict(base), indent=2))
+    params = {"searcher": sweep.searcher, "metric": sweep.metric, "mode": sweep.mode,
+              "num_samples": sweep.num_samples, "scheduler": sweep.scheduler.kind, "max_t": plan.max_t,
+              **{f"space.{k}": json.dumps(v) for k, v in sweep.space.items()},
+              **{f"overrides.{k}": v for k, v in sweep.overrides.items()}}
+    artifacts = [folder / SWEEP_FILE, folder / BASE_FILE] + ([sweep_file] if sweep_file else [])
+    parent = tracking.start_run(base.tracking.tracking_uri, base.tracking.experiment, sweep.name, params,
+                                {"sweep": sweep.name, "kind": "sweep"}, artifacts)
+    (folder / PARENT_FILE).write_text(parent)
+    return parent
+
+
+def _tuner(plan: Plan, trainable, *, resume: bool, concurrent: int, callbacks: list | None):
+    """The sweep's Tuner: restored from ``<folder>/tune`` on a resume (when Tune saved any state), else new."""
+    from ray import tune
+
+    tune_path = plan.folder / "tune"
+    if resume and tune.Tuner.can_restore(str(tune_path)):
+        log.info("resuming sweep %s from %s", plan.sweep.name, tune_path)
+        return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+    run_config = tune.RunConfig(name="tune", storage_path=str(plan.folder), callbacks=callbacks,
+                                failure_config=tune.FailureConfig(max_failures=plan.sweep.max_failures))
+    return tune.Tuner(trainable, param_space=to_tune(plan.sweep.space), tune_config=_tune_config(plan, concurrent),
+                      run_config=run_config)
+
+
+def _unfinished(plan: Plan, trainable) -> int:
+    """Trials of the sweep not finished (neither terminated nor errored), per the state Tune saved for a resume.
+
+    An interrupted fit (Ctrl-C) returns too, its running trials marked stopped in memory; the saved state tells
+    what is unfinished, and the searcher may not have created every trial yet."""
+    from ray import tune
+
+    saved = tune.Tuner.restore(str(plan.folder / "tune"), trainable).get_results()
+    planned = grid_size(plan.sweep.space) * plan.sweep.num_samples
+    return planned - saved.num_terminated - saved.num_errors
 
 
 def _tune_config(plan: Plan, concurrent: int):
@@ -217,8 +254,9 @@ def _tune_config(plan: Plan, concurrent: int):
                            num_samples=sweep.num_samples, max_concurrent_trials=limit)
 
 
-def finish_sweep(plan: Plan, parent: str, trials: list) -> SweepOutcome:
-    """Summarize the trials, close their MLflow runs, log the report to the sweep's run, register the best model."""
+def finish_sweep(plan: Plan, parent: str, results: list) -> SweepOutcome:
+    """Summarize the trials (their Ray Tune Results), close their MLflow runs, log the report to the sweep's run,
+    register the best model; returns the outcome."""
     from mlflow.tracking import MlflowClient
 
     from pipeline import tracking
@@ -226,7 +264,7 @@ def finish_sweep(plan: Plan, parent: str, trials: list) -> SweepOutcome:
 
     sweep, uri = plan.sweep, plan.base.tracking.tracking_uri
     client = MlflowClient(uri)
-    rows = [_row(plan, trial, result) for trial, result in trials]
+    rows = [_row(plan, result) for result in results]
     for row in rows:
         if row.run_id:
             client.set_tag(row.run_id, "tune.status", row.status)
@@ -249,31 +287,39 @@ def finish_sweep(plan: Plan, parent: str, trials: list) -> SweepOutcome:
     return outcome
 
 
-def _row(plan: Plan, trial, result) -> TrialRow:
+def _row(plan: Plan, result) -> TrialRow:
+    """One trial's report row from its Ray Tune Result (its config, metrics history, error) and its run folder."""
     from pipeline.train.run import RUN_ID_FILE, run_folder
     from pipeline.tune.report import trial_row
 
-    params = {key: trial.config[key] for key in plan.sweep.space}
-    cfg = trial_config(to_dict(plan.base), params, trial_name(plan.sweep.name, trial.trial_id))
+    config = result.config or {}  # None only for a trial that never started
+    params = {key: config[key] for key in plan.sweep.space if key in config}
+    cfg = trial_config(to_dict(plan.base), params, trial_name(plan.sweep.name, result.metrics["trial_id"]))
     run_id = run_folder(cfg).read(RUN_ID_FILE)
-    return trial_row(trial, result, cfg, params, plan.meta, plan.sweep.metric, plan.sweep.mode,
+    return trial_row(result, cfg, params, plan.meta, plan.sweep.metric, plan.sweep.mode,
                      run_id.strip() if run_id is not None else None)
 
 
-def best_checkpoint(folder: Path, metric: str) -> Path | None:
-    """The trial's kept checkpoint with the best ``metric`` (the latest on ties), read from each model.json."""
-    found = []
-    for info in folder.glob("**/model.json"):
-        metrics = json.loads(info.read_text()).get("metrics", {})
-        found.append((metrics.get(metric, -math.inf), metrics.get("step", 0), info.parent))
-    return max(found, key=lambda f: (f[0], f[1]))[2] if found else None
+def best_checkpoint(cfg: TrainConfig):
+    """The trial's kept checkpoint (a ray.train.Checkpoint) with the best ``cfg.checkpoint_metric``, from its Ray
+    Train run's saved state (Result.from_path): the earliest on ties, as for ``hrm train``; None when it kept none."""
+    from ray.train import Result
+
+    from pipeline.train.run import run_folder
+
+    try:
+        result = Result.from_path(run_folder(cfg).uri)
+        return result.get_best_checkpoint(cfg.checkpoint_metric, "max") or result.checkpoint
+    except RuntimeError as err:  # no run folder, no saved state, no checkpoint, no checkpoint with the metric
+        log.debug("trial %s: no checkpoint (%s)", cfg.name, err)
+        return None
 
 
 def _register_best(plan: Plan, parent: str, best: TrialRow, outcome: SweepOutcome) -> None:
     """Log the best trial's model to its run and register it (the champion alias moves only when it is better)."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train.run import finish, run_folder
+    from pipeline.train.run import finish
 
     client = MlflowClient(plan.base.tracking.tracking_uri)
     tags = client.get_run(parent).data.tags
@@ -283,11 +329,12 @@ def _register_best(plan: Plan, parent: str, best: TrialRow, outcome: SweepOutcom
     if not (plan.sweep.register_best and plan.base.tracking.register) or best.run_id is None:
         return
     cfg = trial_config(to_dict(plan.base), best.params, trial_name(plan.sweep.name, best.trial_id))
-    folder = best_checkpoint(Path(run_folder(cfg).uri), cfg.checkpoint_metric)  # sweeps are local
-    if folder is None:
+    checkpoint = best_checkpoint(cfg)
+    if checkpoint is None:
         log.warning("best trial %s kept no checkpoint: nothing to register", best.trial_id)
         return
-    done = finish(cfg, plan.base.tracking.tracking_uri, best.run_id, folder, plan.meta)
+    with checkpoint.as_directory() as folder:  # sweeps are local: the folder itself
+        done = finish(cfg, plan.base.tracking.tracking_uri, best.run_id, Path(folder), plan.meta)
     outcome.model_uri, outcome.champion = done.model_uri, done.champion
     client.set_tag(parent, "best_model_uri", done.model_uri or "")
     client.set_tag(parent, "champion", str(done.champion).lower())

@@ -14,7 +14,8 @@ import math
 import typing
 from typing import Any
 
-from hrm.config import ModelConfig, flatten
+from hrm.config import ModelConfig
+from pipeline.config_io import flatten
 from pipeline.train.config import TrainConfig, load_train_config
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def flatten_entries(node: dict[str, Any], where: str, *, is_leaf) -> dict[str, A
 
 
 def is_distribution(value: Any) -> bool:
+    """Whether ``value`` is one space entry such as ``{grid: [...]}`` or ``{loguniform: [lo, hi]}``."""
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
 
 
@@ -188,4 +190,5 @@ def to_tune(space: dict[str, Any]) -> dict[str, Any]:
 
 
 def grid_size(space: dict[str, Any]) -> int:
+    """Points of the space's grid entries (1 when it has none): the trials of one sample."""
     return math.prod(len(e["grid"]) for e in space.values() if "grid" in e)

@@ -75,7 +75,7 @@ def hrm_command(shell: str) -> list[str]:
 def check_hrm_command(argv: list[str]) -> str:
     """Parse ``argv`` with the real CLI and load its config files with their overrides; return the subcommand."""
     from pipeline.cli import main
-    from pipeline.cli_train import parse_sets
+    from pipeline.cli.sets import parse_sets
 
     args = [str(ROOT / a) if a.startswith("pipeline/configs/") else a for a in argv[1:]]
     config = next(Path(a) for prev, a in zip(args, args[1:]) if prev == "--config")

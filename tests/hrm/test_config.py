@@ -1,6 +1,7 @@
 import pytest
 
-from hrm.config import FLAVOURS, ModelConfig, flatten, from_dict, model_config
+from hrm.config import FLAVOURS, ModelConfig, model_config
+from pipeline.config_io import flatten, from_dict
 
 
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
@@ -17,10 +18,13 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("data, message", [
     ({"hidden_sise": 3}, "unknown key(s) ['hidden_sise']"),
-    ({"hidden_size": "big"}, "model.hidden_size: expected an integer, got str 'big'"),
-    ({"h_cycles": 2.5}, "model.h_cycles: expected an integer"),
-    ({"variant": "xrm"}, "model.variant: must be one of ['hrm', 'trm']"),
-    ({"hidden_size": 100, "num_heads": 8}, "not divisible by num_heads"),
+    ({"hidden_size": "big"}, "model: hidden_size: expected an integer, got str 'big'"),
+    ({"h_cycles": 2.5}, "model: h_cycles: expected an integer, got float 2.5"),
+    ({"hidden_size": True}, "model: hidden_size: expected an integer, got bool True"),
+    ({"mlp_t": 1}, "model: mlp_t: expected bool, got int 1"),
+    ({"variant": "xrm"}, "model: variant: must be one of ['hrm', 'trm'], got 'xrm'"),
+    ({"q_target": "later"}, "model: q_target: must be one of ['extra_segment', 'lagged', 'none'], got 'later'"),
+    ({"hidden_size": 100, "num_heads": 8}, "model: invalid model config: hidden_size 100 is not divisible by num_"),
     ({"mlp_t": True}, "mlp_t is a TRM option"),
 ])
 def test_bad_config_is_named(data, message):
@@ -38,3 +42,17 @@ def test_ints_are_accepted_as_floats_and_flatten():
 def test_unknown_flavour():
     with pytest.raises(ValueError, match="unknown model flavour 'huge'"):
         model_config("huge")
+
+
+def test_model_config_is_plain_python():
+    """hrm.config needs neither the pipeline nor pydantic: strict loading of files is pipeline.config_io's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hrm.config; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pipeline', 'pydantic')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert model_config("debug", expansion=3.0, vocab_size=8).expansion == 3.0
+    with pytest.raises(TypeError, match="h_cycle"):
+        model_config("debug", h_cycle=2)

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline" / "serving"))
 from tiny_registry import register_tiny_model  # noqa: E402
 
 from pipeline import tracking  # noqa: E402

@@ -1,0 +1,76 @@
+"""The ``hrm`` command: the group, ``hrm info``, and the verb groups registered from their modules
+(``data``, ``train``, ``tune``, ``use``: eval/solve/serve, ``demo``)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Train, sweep, track and ship Hierarchical Reasoning Models."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+@main.command()
+@click.option("--flavour", default="debug", show_default=True, help="Model flavour (hrm.config.FLAVOURS).")
+def info(flavour: str) -> None:
+    """Print a model flavour's config and size, and this machine as a bug report needs it."""
+    import torch
+
+    from hrm.config import model_config
+    from hrm.model import HRM
+    from pipeline.config_io import to_dict
+    from pipeline.precision import resolve_dtype
+
+    cfg = model_config(flavour)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype, reason = resolve_dtype(cfg.forward_dtype, device)
+    lines: dict[str, object] = {**to_dict(cfg), "parameters": f"{HRM(cfg).num_parameters():,}", "device": device}
+    if device == "cuda":
+        lines["gpu"] = torch.cuda.get_device_name()
+    lines.update(_machine(dtype, reason))
+    for key, value in lines.items():
+        click.echo(f"{key:24} {value}")
+
+
+def _machine(dtype: str, reason: str) -> dict[str, object]:
+    """What a bug report needs about this machine and its packages, after the device lines."""
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from pipeline.precision import cpu_capability, cpu_name
+
+    def package(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"cpu": cpu_name(), "cpu capability": cpu_capability(), "resolved forward_dtype": dtype,
+            "forward_dtype reason": reason, "torch threads": torch.get_num_threads(),
+            "cpu count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "ray": package("ray"), "mlflow": package("mlflow")}
+
+
+def _register() -> None:
+    """Add each verb group's commands to ``main`` (imported here, so the modules keep their names)."""
+    from pipeline.cli.data import data
+    from pipeline.cli.demo import demo
+    from pipeline.cli.train import train
+    from pipeline.cli.tune import tune
+    from pipeline.cli.use import evaluate, serve, solve
+
+    for command in (demo, data, train, evaluate, solve, serve, tune):
+        main.add_command(command)
+
+
+_register()

@@ -1,0 +1,327 @@
+"""The Ray Train worker loop: HRM with deep supervision on every worker, gradients summed across workers.
+
+Ray Train runs :func:`train_loop_per_worker` on every worker. It reads top to bottom: :func:`start` (the model,
+its optimizers, the latest checkpoint if any, this worker's share of the training split), then for every global
+batch from the resume position (:func:`stream`): one optimizer step (:func:`step`; a non-finite one is skipped),
+the train metrics every ``log_interval`` steps (:func:`log_train`, where early stopping may end the run), an
+evaluation and a checkpoint every ``eval_interval`` steps and at the end (:func:`evaluate_and_checkpoint`).
+Everything the phases share travels in one :class:`Worker`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrm.ema import EMA
+from hrm.model import HRM
+from hrm.step import Optimizers, build_optimizers, set_lr, train_step
+from pipeline.config_io import from_dict
+from pipeline.train import checkpoint
+from pipeline.train.batches import Rows, ShardedBatches, require_one_global_batch, to_torch, worker_range
+from pipeline.train.config import TrainConfig, run_model_config
+from pipeline.train.evaluate import evaluate
+from pipeline.train.faults import inject_fault
+from pipeline.train.gradients import all_reduce_sum
+from pipeline.train.metric_log import MetricLog
+
+log = logging.getLogger(__name__)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's entry on every worker. ``config`` is make_trainer's ``train_loop_config``: ``train`` (the
+    TrainConfig as a dict), ``data_path``, ``tracking_uri``, ``run_id``, ``progress`` (the display mode) and
+    ``fault`` (tests only). Trains from the latest checkpoint, if any, to the last step, reporting eval metrics and
+    a checkpoint to Ray Train every ``eval_interval`` steps and at the end."""
+    w = start(config)
+    for epoch, index, rows in stream(w):
+        if not step(w, rows):
+            continue  # a non-finite loss or gradient: no update, no step counted
+        inject_fault(config.get("fault"), w.rank, w.position.step)  # tests only: kill or fail one worker once
+        w.position.advance(epoch, index)
+        done = w.position.step >= w.total_steps
+        if w.position.step % w.cfg.log_interval == 0 or done:
+            done = log_train(w) or done  # True: stopped early
+        if w.bar is not None:
+            w.bar.update(1)
+        if w.position.step % w.cfg.eval_interval == 0 or done:
+            evaluate_and_checkpoint(w)
+        if done:
+            break
+    if w.bar is not None:
+        w.bar.close()
+
+
+@dataclass
+class EarlyStop:
+    """Stop when train exact accuracy is at or above ``threshold`` (None: never) in ``patience`` logs in a row."""
+
+    threshold: float | None
+    patience: int
+    above: int = 0  # logs in a row at or above the threshold
+
+    def update(self, train_metrics: dict[str, float]) -> bool:
+        """Count one log's ``train/exact_accuracy`` (a log without it, no row halted, changes nothing); True: stop."""
+        if self.threshold is None or "train/exact_accuracy" not in train_metrics:
+            return False
+        self.above = self.above + 1 if train_metrics["train/exact_accuracy"] >= self.threshold else 0
+        return self.above >= self.patience
+
+
+@dataclass
+class EvalSet:
+    """What every evaluation scores: the task, the test split's arrays, the ARC references (ARC only)."""
+
+    task: Any
+    arrays: dict[str, Any]
+    arc_refs: list | None
+
+
+@dataclass
+class Worker:
+    """One worker's training state, shared by the loop's phases; ``logger`` and ``bar`` only on rank 0."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    meta: Any  # the dataset's metadata (pipeline.data.loader.DatasetMeta)
+    model: HRM
+    forward: Any  # the model, compiled or not: what train_step calls
+    opt: Optimizers
+    ema: EMA | None
+    position: checkpoint.Position
+    batches: ShardedBatches
+    total_steps: int
+    evals: EvalSet
+    logger: Any = None  # pipeline.tracking.RunLogger
+    bar: Any = None  # pipeline.progress.make_progress
+    metrics: MetricLog = field(default_factory=MetricLog)
+    early_stop: EarlyStop | None = None
+    carry: Any = None  # the HRM carry, from one batch to the next
+    started: float = field(default_factory=time.time)
+
+
+def start(config: dict[str, Any]) -> Worker:
+    """Everything before the first step: the model (the same initial weights on every worker), its optimizers and
+    EMA, the latest checkpoint put back, this worker's share of the data, the test split, rank 0's tracking."""
+    import ray.train
+    import ray.train.torch
+
+    from hrm.tasks import make_task
+    from pipeline.data.loader import read_metadata
+
+    cfg: TrainConfig = from_dict(TrainConfig, config["train"])
+    data_path = config["data_path"]  # a local path or an s3:// / gs:// URI: kept a str
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if cfg.scaling.torch_threads:
+        torch.set_num_threads(cfg.scaling.torch_threads)
+    meta = read_metadata(data_path)
+    task = make_task(meta.task, meta.task_args)
+    model, dtype_reason = build_model(cfg, meta, device)
+    model.train()
+    logger = open_tracking(config, model, dtype_reason) if rank == 0 else None
+    opt = build_optimizers(model, cfg.optim)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
+    position = resume(model, opt, ema, rank)
+    forward = torch.compile(model) if compile_on(cfg, device) else model
+    quiet_data_stream(config.get("progress"))
+    require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
+    batches = read_share(cfg, meta.counts["train"], rank, world)
+    total_steps = int(min(cfg.max_steps or math.inf, cfg.epochs * batches.per_epoch))
+    evals = load_eval_set(data_path, meta, task, cfg.eval_limit)
+    bar = make_bar(total_steps, position.step, config.get("progress")) if rank == 0 else None
+    return Worker(cfg=cfg, rank=rank, world=world, device=device, meta=meta, model=model, forward=forward, opt=opt,
+                  ema=ema, position=position, batches=batches, total_steps=total_steps, evals=evals, logger=logger,
+                  bar=bar, early_stop=EarlyStop(cfg.early_stop_train_exact, cfg.early_stop_patience))
+
+
+def stream(w: Worker) -> Iterator[tuple[int, int, Rows]]:
+    """(epoch, index in the epoch, this worker's rows) of every global batch from the resume position on, nothing
+    when the run has done all its steps; at the end of an epoch the position moves to the start of the next."""
+    if w.position.step >= w.total_steps:
+        return
+    for epoch in range(w.position.epoch, w.cfg.epochs):
+        skip = w.position.batch_in_epoch if epoch == w.position.epoch else 0
+        for index, rows in w.batches.epoch(epoch, skip=skip):
+            yield epoch, index, rows
+        w.position.epoch, w.position.batch_in_epoch = epoch + 1, 0
+
+
+def step(w: Worker, rows: Rows) -> bool:
+    """One optimizer step on this worker's slice of a global batch, gradients summed across workers; the EMA and
+    the train metrics follow it. False when the loss or gradient was non-finite: the update was skipped."""
+    batch = to_torch(rows, w.device)
+    if w.carry is None:
+        w.carry = w.model.initial_carry(batch)
+    set_lr(w.opt, w.cfg.optim, w.position.step, w.total_steps)
+    w.carry, _, metrics = train_step(w.forward, w.carry, batch, w.opt, loss_scale=1 / w.cfg.global_batch_size,
+                                     loss=w.model.config.loss, grad_clip=w.cfg.optim.grad_clip,
+                                     all_reduce=all_reduce_sum if w.world > 1 else None)
+    if skip_nonfinite(w.position, bool(torch.isfinite(metrics["grad_norm"])), w.cfg.max_nonfinite_in_row):
+        return False
+    if w.ema is not None:
+        w.ema.update(w.model)
+    w.metrics.add(metrics)
+    return True
+
+
+def skip_nonfinite(position: checkpoint.Position, finite: bool, limit: int) -> bool:
+    """The non-finite rule, on the streak kept in ``position``: a finite step resets it (False: keep the step); a
+    non-finite one extends it (True: skip the step), and ``limit`` of them in a row stop the run (RuntimeError)."""
+    if finite:
+        position.nonfinite_in_row = 0
+        return False
+    position.nonfinite_in_row += 1
+    log.warning("non-finite loss/gradient at step %d: update skipped (%d in a row)", position.step,
+                position.nonfinite_in_row)
+    if position.nonfinite_in_row >= limit:
+        raise RuntimeError(f"{position.nonfinite_in_row} non-finite steps in a row at step {position.step}: "
+                           "stopping (lower optim.lr or enable optim.grad_clip)")
+    return True
+
+
+def log_train(w: Worker) -> bool:
+    """The train metrics since the last log, read on every worker, to MLflow and the progress display (rank 0).
+    True when early stopping ends the run here."""
+    train_metrics = w.metrics.read(w.world)
+    train_metrics["train/lr"] = w.opt.adam.param_groups[0]["lr"]
+    if w.logger is not None:
+        w.logger.log(train_metrics, w.position.step)
+    if w.bar is not None:
+        w.bar.set_metrics(train_metrics)
+    if w.early_stop is not None and w.early_stop.update(train_metrics):
+        log.info("train exact accuracy saturated at step %d: stopping early", w.position.step)
+        return True
+    return False
+
+
+def evaluate_and_checkpoint(w: Worker) -> None:
+    """Score the model (the EMA weights when on) on the test split, all workers together; log the eval metrics
+    (rank 0); report them to Ray Train with a checkpoint that rank 0 writes (every worker's RNG state in it)."""
+    import ray.train
+
+    scored = w.ema.shadow if w.ema is not None else w.model
+    metrics = evaluate(scored, w.evals.arrays, w.evals.task, batch_size=w.cfg.local_batch_size, device=w.device,
+                       rank=w.rank, world=w.world, arc_refs=w.evals.arc_refs)
+    metrics.update({"step": w.position.step, "epoch": w.position.epoch, "minutes": (time.time() - w.started) / 60})
+    if w.logger is not None:
+        w.logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, w.position.step)
+        log.info("step %d: eval exact %.3f, token %.3f", w.position.step, metrics["eval/exact_accuracy"],
+                 metrics["eval/accuracy"])
+    rngs = checkpoint.gather_rng_states(w.world)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(w, Path(tmp), metrics, rngs) if w.rank == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def save_checkpoint(w: Worker, folder: Path, metrics: dict[str, Any], rngs: list) -> Any:
+    """Write the checkpoint into ``folder`` (its export info carries the eval metrics and step); the Ray Train
+    Checkpoint of it."""
+    import ray.train
+
+    kept = {k: v for k, v in metrics.items() if k.startswith("eval/") or k == "step"}
+    checkpoint.save(folder, model=w.model, opt=w.opt, ema=w.ema, position=w.position, rng_states=rngs,
+                    export_info={"task": w.meta.task, "task_args": w.meta.task_args, "metrics": kept})
+    return ray.train.Checkpoint.from_directory(folder)
+
+
+def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]:
+    """The worker's HRM on ``device``, computing in the configured forward_dtype with ``auto`` resolved for
+    ``device`` (pipeline.precision), and the reason for that dtype."""
+    from pipeline.precision import resolve_dtype
+
+    config = run_model_config(cfg, meta)
+    dtype, reason = resolve_dtype(config.forward_dtype, device)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every worker
+    return HRM(dataclasses.replace(config, forward_dtype=dtype)).to(device), reason
+
+
+def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str) -> Any:
+    """Rank 0's MLflow logger of the run, after logging the resolved forward dtype (and why) and starting the
+    ``system/*`` metrics of this machine."""
+    from pipeline.tracking import RunLogger, start_system_metrics
+
+    logger = RunLogger(config["tracking_uri"], config["run_id"])
+    logger.log_params({"resolved.forward_dtype": model.config.forward_dtype})
+    logger.set_tags({"resolved.forward_dtype.reason": dtype_reason})
+    start_system_metrics(config["tracking_uri"], config["run_id"])
+    return logger
+
+
+def resume(model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> checkpoint.Position:
+    """Where training starts: Ray Train's latest checkpoint put back into ``model``, ``opt``, ``ema`` and this
+    worker's RNG, and its position; step 0 when there is none."""
+    import ray.train
+
+    found = ray.train.get_checkpoint()
+    if found is None:
+        return checkpoint.Position()
+    with found.as_directory() as folder:
+        position = checkpoint.restore(Path(folder), model=model, opt=opt, ema=ema, rank=rank)
+    log.info("worker %d resumed at step %d (epoch %d, batch %d)", rank, position.step, position.epoch,
+             position.batch_in_epoch)
+    return position
+
+
+def compile_on(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether to torch.compile the model: ``cfg.compile``, else on for a GPU and off for a CPU."""
+    return cfg.compile if cfg.compile is not None else device.type == "cuda"
+
+
+def read_share(cfg: TrainConfig, rows: int, rank: int, world: int) -> ShardedBatches:
+    """This worker's share of the training split, read once through Ray Train's dataset shard
+    (pipeline.train.ingest), as the batches of every epoch."""
+    import ray.train
+
+    from pipeline.train.share import collect_share
+
+    lo, hi = worker_range(rows, cfg.shards, world, rank)
+    started = time.perf_counter()
+    iterator = ray.train.get_dataset_shard("train")  # a barrier: rank 0 has Train configure every worker's share
+    got = time.perf_counter()
+    share = collect_share(iterator, lo, hi)
+    log.info("worker %d read its share, example ids [%d, %d) (%d rows), in %.1f s (%.1f s of it waiting for the "
+             "shard)", rank, lo, hi, hi - lo, time.perf_counter() - started, got - started)
+    return ShardedBatches(share, n=rows, global_batch=cfg.global_batch_size, shards=cfg.shards, rank=rank,
+                          world=world, seed=cfg.seed)
+
+
+def load_eval_set(data_path: str, meta, task: Any, limit: int | None) -> EvalSet:
+    """The test split (at most ``limit`` examples) and, for ARC, the references its answers are scored on."""
+    from pipeline.data.loader import arc_test_refs, load_split
+
+    arrays = load_split(data_path, "test", limit=limit)
+    return EvalSet(task, arrays, arc_test_refs(meta, arrays["puzzle_ids"]) if meta.task == "arc" else None)
+
+
+def quiet_data_stream(mode: str | None = None) -> None:
+    """Keep Ray Data's progress bars and INFO lines of this worker's share out of the display (its Dataset's bars
+    are off already: ShardedTrainData turns them off in the Dataset's context). In ``lines`` mode also Ray Train's
+    INFO lines of this worker (a metrics dump and a checkpoint line at every report); its warnings and the
+    controller's lines (worker group, failures and retries) still show."""
+    from pipeline.progress import quiet_console, quiet_ray_data
+
+    quiet_ray_data()
+    if mode == "lines":
+        quiet_console("ray.train", logging.WARNING)
+
+
+def make_bar(total: int, initial: int, mode: str | None) -> Any:
+    """Rank 0's training progress: a Ray progress bar (``mode`` "bar", the driver is in a terminal) or a log line
+    every ~10% of the steps ("lines"); both take ``update(n)``, ``set_metrics(train_metrics)`` and ``close()``."""
+    from pipeline.progress import make_progress
+
+    return make_progress(mode, total, initial)

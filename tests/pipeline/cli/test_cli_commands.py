@@ -1,0 +1,66 @@
+"""The ``hrm`` command's surface: its commands, their options and help stay as they were (issue #14 moved each
+verb group into its own module of ``pipeline.cli``)."""
+
+from __future__ import annotations
+
+import re
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+# `hrm --help` before the CLI became a package: each command and the first line of its help
+COMMANDS = {
+    "data": "Build puzzle datasets (Ray Data) and inspect them.",
+    "demo": "Run the whole pipeline on an embedded local Ray and a local MLflow store.",
+    "eval": "Evaluate a registered model on a dataset split and print the metrics.",
+    "info": "Print a model flavour's config and size, and this machine as a bug report needs it.",
+    "serve": "Serve a registered model over REST (MLflow's scoring server: POST /invocations, GET /ping).",
+    "solve": "Solve one puzzle with a registered model and print the answer.",
+    "train": "Train HRM on Ray Train; track it in MLflow; register the model.",
+    "tune": "Sweep the training job with Ray Tune; report each trial in MLflow; register the best model.",
+}
+OPTIONS = {  # each command's options and arguments, in order
+    "data build": ["task", "--config", "--out", "--seed", "--workers", "--overwrite", "--skip-invalid"],
+    "data show": ["path", "--split", "-n"],
+    "demo": ["--workdir", "--data-config", "--train-config"],
+    "eval": ["--model", "--tracking-uri", "--data", "--split", "--limit", "--batch-size"],
+    "info": ["--flavour"],
+    "serve": ["--model", "--tracking-uri", "--host", "--port", "--workers", "--env-manager"],
+    "solve": ["--model", "--tracking-uri", "--adaptive", "puzzle", "--file"],
+    "train": ["--config", "--set", "--resume"],
+    "tune": ["--config", "--set", "--resume"],
+}
+
+
+def test_help_lists_the_same_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert re.findall(r"^  (\w+) ", result.output.split("Commands:")[1], re.M) == sorted(COMMANDS)
+    assert {name: command.help.splitlines()[0] for name, command in main.commands.items()} == COMMANDS
+
+
+@pytest.mark.parametrize("path", sorted(OPTIONS))
+def test_each_command_keeps_its_options(path):
+    command: click.Command = main
+    for name in path.split():
+        command = command.commands[name]
+    names = [p.opts[0] if isinstance(p, click.Option) else p.name for p in command.params]
+    assert names == OPTIONS[path]
+    assert CliRunner().invoke(main, [*path.split(), "--help"]).exit_code == 0
+
+
+def test_data_group_lists_build_and_show():
+    assert sorted(main.commands["data"].commands) == ["build", "show"]
+
+
+def test_bad_set_is_a_usage_error():
+    result = CliRunner().invoke(main, ["train", "--set", "no-equals-sign"])
+    assert result.exit_code == 2 and "expected KEY=VALUE, got 'no-equals-sign'" in result.output
+
+
+def test_solve_needs_one_puzzle_exit_code():
+    result = CliRunner().invoke(main, ["solve", "--model", "models:/x@champion"])
+    assert result.exit_code == 2 and "give the puzzle as an argument or with --file" in result.output

@@ -1,0 +1,41 @@
+"""The data config: shipped files load, errors name the file once and the dotted key."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.data.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[3] / "pipeline" / "configs"
+
+
+def test_shipped_data_files_load():
+    files = sorted(CONFIGS.glob("data-*.yaml"))
+    assert len(files) >= 6
+    for path in files:
+        assert load_config(path).name
+
+
+@pytest.mark.parametrize("text, error, message", [
+    ("sudoku: {count: many}\n", TypeError, "sudoku.count: expected an integer, got str 'many'"),
+    ("sudoku: {box: [2, 3], bogus: 1}\n", ValueError, "sudoku: unknown key(s) ['bogus']; allowed: ['augmentations'"),
+    ("maze: {augmentations: 9}\ntask: maze\n", ValueError,
+     "invalid data config: maze.augmentations must be in 1..8 (dihedral variants), got 9"),
+    ("name: 2026-12-01\n", TypeError, "name: expected a string, number, boolean, list or mapping, got date"),
+    ("- a\n- b\n", ValueError, "expected a mapping at the top level, got list"),
+])
+def test_errors_name_the_file_once(tmp_path, text, error, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(error) as err:
+        load_config(path)
+    assert f"{path}: {message}" in str(err.value) and str(err.value).count(str(path)) == 1
+
+
+def test_task_and_overrides():
+    cfg = load_config(None, task="maze", seed=4, maze={"size": 10, "augmentations": 2})
+    assert (cfg.task, cfg.seed, cfg.maze.size, cfg.maze.augmentations) == ("maze", 4, 10, 2)
+    with pytest.raises(TypeError, match=r"^data config: seed: expected an integer, got str '4'$"):
+        load_config(None, seed="4")
+    with pytest.raises(ValueError, match="unknown task 'chess'"):
+        load_config(None, task="chess")

@@ -1,0 +1,208 @@
+"""The training job end to end on a real local Ray and a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from hrm.optim import lr_at
+from pipeline.config_io import from_dict
+from pipeline.data.build import build_dataset
+from pipeline.data.config import DataConfig
+from pipeline.train.config import load_train_config
+from pipeline.train.run import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("train")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from pipeline.ray_utils import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(workdir, ray_session):
+    cfg = from_dict(DataConfig, {"name": "tiny", "task": "sudoku", "seed": 3, "sudoku": {
+        "box": [2, 2], "count": 60, "min_rating": 0, "test_fraction": 0.2, "augmentations": 4,
+        "chunk_size": 20}})
+    return build_dataset(cfg, workdir / "data" / "tiny").path
+
+
+def config(workdir, dataset, name, **overrides):
+    base = {"name": name, "data": str(dataset), "storage_path": str(workdir / "runs"), "flavour": "debug",
+            "model": {"halt_max_steps": 2, "halt_exploration_prob": 0.0, "forward_dtype": "float32"},
+            "global_batch_size": 8,
+            "max_steps": 6, "eval_interval": 3, "log_interval": 1, "eval_limit": 16, "eval_samples": 2,
+            "optim": {"lr": 1e-3, "lr_warmup_steps": 2, "lr_min_ratio": 0.1},
+            "tracking": {"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "tests",
+                         "model_name": "hrm-test"}}
+    for key, value in overrides.items():
+        node = base
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return load_train_config(None, base)
+
+
+def history(cfg, run_id, key):
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+@pytest.fixture(scope="module")
+def one_worker(workdir, dataset):
+    cfg = config(workdir, dataset, "one")
+    return cfg, train(cfg)
+
+
+def test_two_workers_match_one_worker(workdir, dataset, one_worker):
+    cfg1, out1 = one_worker
+    cfg2 = config(workdir, dataset, "two", **{"scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5})
+    out2 = train(cfg2)
+    for key in ("train/lm_loss", "train/q_halt_loss", "train/accuracy", "train/grad_norm"):
+        a, b = history(cfg1, out1.run_id, key), history(cfg2, out2.run_id, key)
+        # losses at every step; per-example metrics at the steps where rows halted (M_max 2: every other step)
+        assert sorted(a) == sorted(b) == (list(range(1, 7)) if "loss" in key or "norm" in key else [2, 4, 6])
+        for step in a:
+            assert a[step] == pytest.approx(b[step], rel=2e-4, abs=1e-6), (key, step)
+
+
+def test_mlflow_holds_run_metrics_model_and_alias(one_worker, dataset):
+    cfg, out = one_worker
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    run = client.get_run(out.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["global_batch_size"] == "8" and run.data.params["model.halt_max_steps"] == "2"
+    assert run.data.params["resolved.forward_dtype"] == "float32"  # set in the config: it wins over auto
+    assert run.data.tags["resolved.forward_dtype.reason"] == "set in the config"
+    assert "eval/exact_accuracy" in run.data.metrics and "eval/exact_accuracy_step_2" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(out.run_id)} >= {"train_config.json", "eval_samples.png"}
+    lr = history(cfg, out.run_id, "train/lr")
+    assert sorted(lr) == list(range(1, 7))  # log_interval 1, max_steps 6
+    for step, value in lr.items():  # the schedule's value for the step just taken
+        assert value == pytest.approx(lr_at(step - 1, 1e-3, 2, 6, 0.1))
+    version = client.get_model_version_by_alias("hrm-test", "champion")
+    assert version.run_id == out.run_id and out.champion
+    # what mlflow.start_run records, the dataset as input, system metrics from rank 0
+    assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["mlflow.user"]
+    assert run.data.tags["mlflow.source.name"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+    [logged_input] = [i.dataset for i in run.inputs.dataset_inputs]
+    meta = json.loads((dataset / "metadata.json").read_text())
+    assert logged_input.digest == meta["fingerprint"][:36] and logged_input.name == "tiny"
+    assert json.loads(logged_input.profile)["train_count"] == meta["counts"]["train"]
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    # the logged model holds the best checkpoint's eval metrics at its step; the run's summary says which it is
+    step = int(out.metrics["step"])
+    [output] = run.outputs.model_outputs
+    assert output.step == step and version.source == f"models:/{output.model_id}"
+    logged = client.get_logged_model(output.model_id)
+    linked = {m.key: (m.value, m.step) for m in logged.metrics}
+    assert linked["eval/exact_accuracy"] == (pytest.approx(out.metrics["eval/exact_accuracy"]), step)
+    assert run.data.metrics["model/step"] == step
+    assert run.data.metrics["model/eval/exact_accuracy"] == pytest.approx(out.metrics["eval/exact_accuracy"])
+    assert run.data.tags["model.checkpoint"] == out.checkpoint.name
+
+
+def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
+    """The registry's model answers exactly as the best checkpoint's weights do through ``hrm.solve``."""
+    import mlflow.pyfunc
+    import torch
+
+    from hrm.config import ModelConfig
+    from hrm.model import HRM
+    from pipeline.precision import resolve_dtype
+    from hrm.solve import solve
+    from hrm.tasks.sudoku import SudokuTask
+    from pipeline.data.loader import load_split
+
+    cfg, out = one_worker
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/hrm-test@champion")
+    task = SudokuTask(box=(2, 2))
+    arrays = load_split(dataset, "test", limit=3)
+    puzzles = [task.render(x.astype(np.uint8)) for x in arrays["inputs"]]
+    grid = task.parse(puzzles[0]).reshape(4, 4).tolist()  # the first puzzle again, as a JSON grid of tokens
+    grid = [[max(t - 1, 0) for t in row] for row in grid]  # tokens -> digits (0 = blank)
+    answers = model.predict(pd.DataFrame({"puzzle": puzzles + [json.dumps(grid)]}))
+    assert list(answers.columns) == ["solution", "grid", "steps", "confidence"] and len(answers) == 4
+
+    info = json.loads((out.checkpoint / "model.json").read_text())
+    served_dtype = resolve_dtype("auto", "cpu")[0]  # the pyfunc computes in this host's choice
+    reference = HRM(from_dict(ModelConfig, {**info["model"], "forward_dtype": served_dtype}))
+    reference.load_state_dict(torch.load(out.checkpoint / "model.pt", weights_only=True))
+    expected = solve(reference, task, puzzles + puzzles[:1])
+    assert list(answers["grid"]) == [json.dumps(task.decode(e.tokens).tolist()) for e in expected]
+    assert list(answers["steps"]) == [e.steps for e in expected]
+    assert list(answers["confidence"]) == pytest.approx([e.confidence for e in expected], abs=1e-6)
+    for text in answers["solution"]:
+        assert re.fullmatch(r"[1-4.]{16}", text)  # the compact input format: one line of 16 cells
+    with pytest.raises(Exception, match="bad puzzle: expected 16 cells"):
+        model.predict(pd.DataFrame({"puzzle": ["1234"]}))
+
+
+def test_killed_worker_is_replaced_and_run_finishes(workdir, dataset):
+    cfg = config(workdir, dataset, "killed", max_failures=2, max_steps=8, eval_interval=2,
+                 **{"scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5})
+    marker = workdir / "killed.marker"
+    out = train(cfg, fault={"rank": 1, "step": 5, "kind": "sigkill", "marker": str(marker)})
+    assert marker.exists()  # the kill happened
+    assert history(cfg, out.run_id, "train/lm_loss").keys() == set(range(1, 9))
+    steps = [m.step for m in MlflowClient(cfg.tracking.tracking_uri).get_metric_history(out.run_id, "train/lm_loss")]
+    assert max(steps) == 8
+    repeated = len(steps) - len(set(steps))  # steps trained twice: what the kill cost
+    assert 0 < repeated <= 4
+
+
+def test_resume_continues_step_count_and_schedule(workdir, dataset):
+    cfg = config(workdir, dataset, "resumed", max_steps=8, eval_interval=2)
+    with pytest.raises(Exception):
+        train(cfg, fault={"rank": 0, "step": 5, "kind": "raise", "marker": str(workdir / "resumed.marker")})
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    first_id = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                  "tags.mlflow.runName = 'resumed'")[0].info.run_id
+    assert max(history(cfg, first_id, "train/lm_loss")) == 5
+    out = train(cfg, resume=True)
+    assert out.run_id == first_id  # the same MLflow run goes on
+    raw = sorted(m.step for m in MlflowClient(cfg.tracking.tracking_uri).get_metric_history(out.run_id, "train/lr"))
+    assert raw == [1, 2, 3, 4, 5, 5, 6, 7, 8]  # resumed from the step-4 checkpoint: only step 5 is trained twice
+    lr = history(cfg, out.run_id, "train/lr")
+    for step, value in lr.items():
+        assert value == pytest.approx(lr_at(step - 1, 1e-3, 2, 8, 0.1))
+    assert math.isfinite(out.metrics["eval/exact_accuracy"])
+
+
+def test_a_job_failing_after_its_run_opened_ends_it_failed_and_frees_the_name(workdir, dataset, monkeypatch):
+    """A failure anywhere after the MLflow run opened (here: building the trainer) ends the run FAILED, and the run
+    folder, which holds no checkpoint, does not block a fresh start under the same name."""
+    import pipeline.train.run as run_module
+    from pipeline.train.run import prepare, run_folder
+
+    def broken(*args, **kwargs):
+        raise OSError("the dataset went away")
+
+    monkeypatch.setattr(run_module, "make_trainer", broken)
+    cfg = config(workdir, dataset, "fails-early")
+    with pytest.raises(OSError, match="went away"):
+        train(cfg)
+    run_id = run_folder(cfg).read("mlflow_run_id.txt").strip()
+    assert MlflowClient(cfg.tracking.tracking_uri).get_run(run_id).info.status == "FAILED"
+    prepare(cfg, resume=False)  # the name is free again
+    assert not run_folder(cfg).exists()

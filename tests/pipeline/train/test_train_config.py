@@ -1,0 +1,156 @@
+"""Bad training configs fail before any cluster work, with a message that names the problem."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+
+@pytest.fixture
+def fake_dataset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "train").mkdir()
+    (d / "test").mkdir()
+    meta = {"task": "sudoku", "task_args": {"box": [2, 2]}, "vocab_size": 6, "seq_len": 16,
+            "num_puzzle_identifiers": 1, "counts": {"train": 64, "test": 8}, "groups": {"train": 8, "test": 1},
+            "config": {}, "seed": 0, "fingerprint": "x"}
+    (d / "metadata.json").write_text(json.dumps(meta))
+    return d
+
+
+def run(tmp_path, yaml_text, *args):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml_text)
+    return CliRunner().invoke(main, ["train", "--config", str(cfg), *args])
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("global_batch_sise: 8\n", "unknown key(s) ['global_batch_sise']"),
+    ("global_batch_size: eight\n", "global_batch_size: expected an integer, got str 'eight'"),
+    ("global_batch_size: 9\nscaling: {num_workers: 2}\n", "global_batch_size 9 is not divisible by scaling.num_workers 2"),
+    ("model: {hidden_size: 64, num_heads: 3}\n", "not divisible by num_heads 3"),
+    ("model: {h_cycle: 2}\n", "unknown key(s) ['h_cycle']"),
+    ("flavour: giant\n", "unknown model flavour 'giant'"),
+    ("optim: {lr: fast}\n", "optim.lr: expected a number"),
+    ("storage_path: hdfs://nn/runs\n", "storage_path hdfs://nn/runs: unsupported storage scheme 'hdfs'"),
+    ("storage_path: s3:///runs\n", "storage_path s3:///runs: no bucket in the URI"),
+    ("name: team/run-1\n", "name must be a plain folder name (no '/'"),
+    ('name: "a\\nb"\n', "name must be a plain folder name"),
+    ("name: ..\n", "got '..'"),
+    ("optim: {lr: .nan}\n", "lr must be a finite number >= 0, got nan"),
+    ("optim: {lr: -1}\n", "lr must be a finite number >= 0, got -1"),
+    ("optim: {lr: 1e-4, beta2: 1.0}\n", "beta2 must be in [0, 1), got 1.0"),
+    ("max_steps: 0\n", "max_steps must be >= 1"),
+    ("max_steps: -5\n", "max_steps must be >= 1 (or null: epochs decide), got -5"),
+])
+def test_bad_config_fails_before_ray(tmp_path, yaml_text, message):
+    import ray
+
+    result = run(tmp_path, yaml_text)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not ray.is_initialized()
+
+
+def test_missing_dataset(tmp_path):
+    result = run(tmp_path, f"data: {tmp_path / 'nowhere'}\n")
+    assert result.exit_code != 0 and "dataset not found" in result.output and "nowhere" in result.output
+
+
+def test_dataset_smaller_than_a_batch_and_existing_run(tmp_path, fake_dataset):
+    result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 128\n")
+    assert result.exit_code != 0 and "fewer than one global batch (128)" in result.output
+    (tmp_path / "runs" / "taken" / "checkpoint_2026-11-29_10-00-00.000000").mkdir(parents=True)
+    result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 8\nname: taken\n"
+                           f"storage_path: {tmp_path / 'runs'}\n")
+    assert result.exit_code != 0 and "run 'taken' already exists" in result.output
+    result = run(tmp_path, f"data: {fake_dataset}\nglobal_batch_size: 8\nname: fresh\n"
+                           f"storage_path: {tmp_path / 'runs'}\n", "--resume")
+    assert result.exit_code != 0 and "nothing to resume" in result.output
+
+
+def test_missing_config_file(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "nope.yaml")])
+    assert result.exit_code != 0 and "config file not found" in result.output
+
+
+def test_shipped_run_files_load():
+    from pathlib import Path
+
+    from pipeline.train.config import load_train_config
+
+    files = sorted((Path(__file__).parents[3] / "pipeline" / "configs").glob("train-*.yaml"))
+    assert len(files) >= 9
+    for f in files:
+        load_train_config(f)
+
+
+def test_a_submitted_job_is_warned_of_outputs_in_its_temporary_working_dir(tmp_path):
+    from pipeline.train.run import ephemeral_outputs
+
+    job = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123"
+    local = f"sqlite:///{job / 'mlflow.db'}"
+    both = ephemeral_outputs(job, "runs", local)
+    assert len(both) == 2 and "storage_path 'runs'" in both[0] and "MLflow store" in both[1]
+    assert ephemeral_outputs(job, "/mnt/shared/runs", "http://mlflow:5000") == []
+    assert ephemeral_outputs(job, "/mnt/shared/runs", "sqlite:////mnt/shared/mlflow.db") == []
+    assert ephemeral_outputs(tmp_path, "runs", f"sqlite:///{tmp_path / 'mlflow.db'}") == []  # not a submitted job
+
+
+def test_no_run_file_pins_a_dtype():
+    """Every run file leaves forward_dtype to `auto` (bfloat16 only where the device multiplies it natively)."""
+    from pathlib import Path
+
+    import yaml
+
+    files = sorted((Path(__file__).resolve().parents[3] / "pipeline" / "configs").glob("*.yaml"))
+    assert len(files) > 10
+    for path in files:
+        text = yaml.safe_load(path.read_text())
+        assert "forward_dtype" not in json.dumps(text), path.name
+
+
+def test_model_memory_is_counted_without_allocating_and_warned():
+    from hrm.config import model_config
+    from hrm.model import HRM
+    from pipeline.train.config import load_train_config
+    from pipeline.train.run import memory_warning, training_state_size
+
+    small = model_config("debug", vocab_size=8, seq_len=16)
+    params, state = training_state_size(small, ema=True)
+    assert params == HRM(small).num_parameters() and state == params * 4 * 5
+    huge = model_config("demo", hidden_size=1 << 20, num_heads=1 << 12, vocab_size=8, seq_len=36)
+    params, state = training_state_size(huge, ema=False)  # 35 trillion parameters: a meta count, no memory
+    assert params > 3e13 and state == params * 16
+    cfg = load_train_config(None, {"scaling.num_workers": 2})
+    message = memory_warning(state, params, cfg, cluster_memory=16e9)
+    assert f"{params:,} parameters" in message and "8 GB of memory a worker can have" in message
+    assert memory_warning(10**6, 10**5, cfg, cluster_memory=16e9) is None
+
+
+@pytest.mark.parametrize("files, fresh_start", [
+    (["mlflow_run_id.txt", ".validate_storage_marker"], True),  # failed before its first checkpoint
+    ([], True),
+    (["mlflow_run_id.txt", "checkpoint_2026-11-29_10-00-00.000000/"], False),  # a run to resume
+    (["mlflow_run_id.txt", "NOTES.md"], False),  # someone's file: never deleted
+])
+def test_a_run_that_failed_before_any_checkpoint_does_not_block_its_name(tmp_path, fake_dataset, files, fresh_start):
+    from pipeline.train.config import load_train_config
+    from pipeline.train.run import prepare
+
+    folder = tmp_path / "runs" / "again"
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name.rstrip("/")).mkdir() if name.endswith("/") else (folder / name).write_text("x")
+    cfg = load_train_config(None, {"data": str(fake_dataset), "global_batch_size": 8, "name": "again",
+                                   "storage_path": str(tmp_path / "runs")})
+    if fresh_start:
+        prepare(cfg, resume=False)
+        assert not folder.exists()
+    else:
+        with pytest.raises(FileExistsError, match="run 'again' already exists"):
+            prepare(cfg, resume=False)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(n.rstrip("/") for n in files)
