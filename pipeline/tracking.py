@@ -232,6 +232,44 @@ def link_metrics(tracking_uri: str, run_id: str, model_id: str, metrics: dict[st
     MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
 
 
+def log_curve(tracking_uri: str, run_id: str, key: str, points: dict[int, float]) -> None:
+    """Log one metric ``key`` as a curve: its value at each step of ``points`` ({step: value}), e.g. exact accuracy
+    with step = ACT segment."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(v), now, int(step)) for step, v in sorted(points.items())]
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def log_figure(tracking_uri: str, run_id: str, figure: Any, name: str) -> None:
+    """Save a matplotlib ``figure`` as the run's artifact ``name`` (e.g. ``eval_curves.png``) and close it."""
+    import matplotlib.pyplot as plt
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri).log_figure(run_id, figure, name)
+    finally:
+        plt.close(figure)
+
+
+def experiment_of_model(tracking_uri: str, model_run_id: str | None, fallback: str) -> str:
+    """The name of the experiment holding the run that logged a model (``model_run_id``); ``fallback`` when there is
+    none or it cannot be read."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if not model_run_id:
+        return fallback
+    client = MlflowClient(tracking_uri)
+    try:
+        return client.get_experiment(client.get_run(model_run_id).info.experiment_id).name
+    except MlflowException as err:
+        log.warning("the model's run %s cannot be read (%s): logging to experiment %s", model_run_id, err, fallback)
+        return fallback
+
+
 def log_registered_checkpoint(tracking_uri: str, run_id: str, checkpoint: str, step: int,
                               metrics: dict[str, float]) -> None:
     """Say in the run's summary which checkpoint became the logged model: ``model/step`` and ``model/<metric>``

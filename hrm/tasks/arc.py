@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hrm.tasks.arc_sources import ArcTaskData, grid_digest, to_grid
-from hrm.tasks.base import PAD, Task
+from hrm.tasks.base import IDENTITY as SAME, PAD, Symmetry, Task, draw_distinct
 from hrm.tasks.grids import N_DIHEDRAL, dihedral, inverse_dihedral, text_rows
 
 CANVAS = 30
@@ -64,6 +64,28 @@ def transform_task(task: ArcTaskData, t: Transform) -> ArcTaskData:
         split: [tuple(None if g is None else apply_transform(g, t) for g in pair) for pair in pairs]
         for split, pairs in task.items()
     }
+
+
+def canvas_symmetry(t: Transform) -> Symmetry:
+    """``t`` as a ``Symmetry`` on canvases ``(B, 900)`` holding a grid at the origin: each grid is cropped,
+    transformed and re-encoded at the origin (EOS border included). ``apply`` raises ValueError on a canvas without
+    a grid; ``invert`` turns a malformed answer into an all-PAD canvas (not a valid answer)."""
+
+    def apply(tokens: np.ndarray) -> np.ndarray:
+        rows = np.asarray(tokens, np.uint8).reshape(-1, CANVAS * CANVAS)
+        grids = [crop(r) for r in rows]
+        bad = [i for i, g in enumerate(grids) if g is None]
+        if bad:
+            raise ValueError(f"ARC input row {bad[0]} holds no grid at the canvas origin")
+        return _stack([encode_grid(apply_transform(g, t)) for g in grids])
+
+    def invert_rows(tokens: np.ndarray) -> np.ndarray:
+        rows = np.asarray(tokens, np.uint8).reshape(-1, CANVAS * CANVAS)
+        grids = [crop(r) for r in rows]
+        return _stack([np.zeros(CANVAS * CANVAS, np.uint8) if g is None else encode_grid(invert(g, t))
+                       for g in grids])
+
+    return Symmetry(f"dihedral {t.dihedral} colours {list(t.perm[1:])}", apply, invert_rows)
 
 
 # ------------------------------------------------------------------------------------------------------- encoding
@@ -256,6 +278,21 @@ class ArcTask(Task):
         pred, labels = np.asarray(pred).ravel(), np.asarray(labels).ravel()
         mask = labels != PAD
         return {"exact": bool(mask.any() and np.array_equal(pred[mask], labels[mask]))}
+
+    def symmetries(self, count: int, rng: np.random.Generator) -> list[Symmetry]:
+        """The identity, then ``count - 1`` distinct dihedral × colour-permutation transforms (``random_transform``,
+        as the dataset's variants), each on the grid at the canvas origin."""
+        drawn = draw_distinct(count, rng, random_transform, tuple, tuple(IDENTITY))
+        return [SAME] + [canvas_symmetry(t) for t in drawn]
+
+    def valid_answer(self, pred: np.ndarray, inputs: np.ndarray) -> bool:
+        """A well-formed grid (colours and EOS border) at the canvas origin."""
+        return crop(pred) is not None
+
+    def canonical_answer(self, pred: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """The grid re-encoded at the origin: cells beyond its EOS border (never scored) cleared."""
+        grid = crop(pred)
+        return np.asarray(pred) if grid is None else encode_grid(grid)
 
     def render(self, tokens: np.ndarray) -> str:
         """Colour digits, one row per line; a malformed canvas shows its used box ('.' PAD, '|' EOS)."""

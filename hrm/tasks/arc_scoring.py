@@ -2,27 +2,23 @@
 
 A task counts as solved when every one of its test outputs is among the top ``k`` voted grids (``k = 2`` is the
 ARC rule). Votes rank first; ties are broken by the mean halting confidence (a ``q_halt`` logit or its sigmoid --
-either works, as long as one is used throughout), then by first appearance.
+either works, as long as one is used throughout), then by first appearance: ``hrm.vote.vote``, the one vote every task
+shares (re-exported here with ``Ranked``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from hrm.tasks.arc import TestRef, crop, invert
-from hrm.tasks.arc_sources import Tasks, grid_digest
+from hrm.tasks.arc_sources import Tasks
+from hrm.vote import Ranked, vote  # noqa: F401 (re-exported)
 
 Candidates = dict[tuple[str, int], list[tuple["np.ndarray | None", float]]]
-
-
-class Ranked(NamedTuple):
-    grid: np.ndarray
-    votes: int
-    confidence: float  # mean over the votes
 
 
 class PassAtK(NamedTuple):
@@ -42,19 +38,6 @@ def collect(refs: Sequence[TestRef], preds: np.ndarray, confidence: np.ndarray) 
         grid = crop(tokens)
         out[(ref.task_id, ref.test_index)].append((None if grid is None else invert(grid, ref.transform), float(q)))
     return dict(out)
-
-
-def vote(candidates: Iterable[tuple[np.ndarray | None, float]]) -> list[Ranked]:
-    """Distinct grids, most votes first, ties by higher mean confidence, then first seen; None candidates dropped."""
-    groups: dict[bytes, list] = {}
-    for grid, q in candidates:
-        if grid is None:
-            continue
-        g = groups.setdefault(grid_digest(grid), [grid, 0, 0.0, len(groups)])
-        g[1] += 1
-        g[2] += float(q)
-    ordered = sorted(groups.values(), key=lambda g: (-g[1], -g[2] / g[1], g[3]))
-    return [Ranked(g[0], g[1], g[2] / g[1]) for g in ordered]
 
 
 def answers_of(tasks: Tasks) -> dict[str, list[np.ndarray]]:

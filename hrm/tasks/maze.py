@@ -17,10 +17,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hrm.tasks.base import PAD, Task
+from hrm.tasks.base import IDENTITY, PAD, Symmetry, Task
 from hrm.tasks.csv_rows import csv_header, csv_records
-from hrm.tasks.grids import N_DIHEDRAL, dihedral, grid_to_text, inverse_dihedral, text_rows
-from hrm.tasks.maze_solver import (FREE, GOAL, PATH, START, WALL, default_min_path, generate_many,  # noqa: F401
+from hrm.tasks.grids import (DIHEDRAL_INVERSE, DIHEDRAL_NAMES, N_DIHEDRAL, dihedral, grid_to_text, inverse_dihedral,
+                             text_rows)
+from hrm.tasks.maze_solver import (FREE, GOAL, PATH, START, WALL, default_min_path, generate_many, is_path,  # noqa: F401
                                    is_valid_optimal, shortest_path_length, solve)
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,16 @@ def read_csv(
     return mazes, skipped
 
 
+def dihedral_symmetry(k: int, size: int) -> Symmetry:
+    """Dihedral transform ``k`` (``hrm.tasks.grids``) of square token grids, as a ``Symmetry`` on ``(B, size²)``."""
+
+    def turn(tokens: np.ndarray, j: int) -> np.ndarray:
+        g = np.asarray(tokens, np.uint8).reshape(-1, size, size).transpose(1, 2, 0)  # (size, size, B)
+        return dihedral(g, j).transpose(2, 0, 1).reshape(-1, size * size)
+
+    return Symmetry(DIHEDRAL_NAMES[k], lambda t: turn(t, k), lambda t: turn(t, DIHEDRAL_INVERSE[k]))
+
+
 # -------------------------------------------------------------------------------------------------------- task
 class MazeTask(Task):
     name = "maze"
@@ -147,6 +158,19 @@ class MazeTask(Task):
     def score(self, pred: np.ndarray, labels: np.ndarray, inputs: np.ndarray) -> dict[str, bool]:
         pred, labels, inputs = (np.asarray(x).reshape(self.size, self.size) for x in (pred, labels, inputs))
         return {"exact": bool(np.array_equal(pred, labels)), "valid_optimal": is_valid_optimal(pred, inputs)}
+
+    def symmetries(self, count: int, rng: np.random.Generator) -> list[Symmetry]:
+        """The identity, then ``count - 1`` of the 7 other dihedral transforms, in a random order."""
+        if count > N_DIHEDRAL:
+            raise ValueError(f"maze has {N_DIHEDRAL} symmetries (the dihedral group); {count} votes asked for")
+        ks = rng.permutation(np.arange(1, N_DIHEDRAL))[: max(count - 1, 0)]
+        return [IDENTITY] + [dihedral_symmetry(int(k), self.size) for k in ks]
+
+    def valid_answer(self, pred: np.ndarray, inputs: np.ndarray) -> bool:
+        """The walls, S and G of ``inputs`` kept and its ``o`` cells a path from S to G (of any length: checking that it
+        is a shortest one would take solving the maze, which the vote must not do)."""
+        grids = (np.asarray(x, np.uint8).reshape(self.size, self.size) for x in (pred, inputs))
+        return is_path(*grids)
 
     def render(self, tokens: np.ndarray) -> str:
         return grid_to_text(np.asarray(tokens).reshape(self.size, self.size), ALPHABET)

@@ -303,17 +303,33 @@ def shortest_path_length(grid: np.ndarray) -> int | None:
     return None if length < 0 else int(length)
 
 
-def is_valid_optimal(pred: np.ndarray, inputs: np.ndarray) -> bool:
-    """True when ``pred`` keeps the walls/S/G of ``inputs`` and its ``o`` cells form a shortest S→G path."""
-    pred, inputs = np.asarray(pred), np.asarray(inputs)
+def _keeps_maze(pred: np.ndarray, inputs: np.ndarray) -> bool:
+    """``pred`` keeps the walls/S/G of ``inputs`` and marks only its free cells, as free or ``o``."""
     if pred.shape != inputs.shape:
         return False
     fixed = inputs != FREE
-    if not np.array_equal(pred[fixed], inputs[fixed]) or not np.isin(pred[~fixed], (FREE, PATH)).all():
+    return bool(np.array_equal(pred[fixed], inputs[fixed]) and np.isin(pred[~fixed], (FREE, PATH)).all())
+
+
+def _path_only(pred: np.ndarray) -> np.ndarray:
+    """The maze of ``pred``'s S, G and ``o`` cells, every other cell a wall."""
+    return np.where(np.isin(pred, (START, GOAL, PATH)), pred, WALL).astype(np.uint8)
+
+
+def is_path(pred: np.ndarray, inputs: np.ndarray) -> bool:
+    """True when ``pred`` keeps the maze of ``inputs`` and its ``o`` cells connect S to G: a path, of any length
+    (whether it is a shortest one takes solving the maze: ``is_valid_optimal``)."""
+    pred, inputs = np.asarray(pred), np.asarray(inputs)
+    return _keeps_maze(pred, inputs) and shortest_path_length(_path_only(pred)) is not None
+
+
+def is_valid_optimal(pred: np.ndarray, inputs: np.ndarray) -> bool:
+    """True when ``pred`` keeps the walls/S/G of ``inputs`` and its ``o`` cells form a shortest S→G path."""
+    pred, inputs = np.asarray(pred), np.asarray(inputs)
+    if not _keeps_maze(pred, inputs):
         return False
     best = shortest_path_length(inputs)
     if best is None or int((pred == PATH).sum()) != best - 1:
         return False
-    on_path = np.where(np.isin(pred, (START, GOAL, PATH)), pred, WALL).astype(np.uint8)
     # Every o cell is needed: a path of ``best`` steps inside the o cells visits all ``best - 1`` of them once.
-    return shortest_path_length(on_path) == best
+    return shortest_path_length(_path_only(pred)) == best

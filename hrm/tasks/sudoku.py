@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from hrm.tasks.base import PAD, Task
+from hrm.tasks.base import IDENTITY, PAD, Symmetry, Task, draw_distinct
 from hrm.tasks.csv_rows import csv_header, csv_records
 from hrm.tasks.sudoku_solver import box_tables, canonical_grid, generate_many, rate_many
 
@@ -89,6 +89,42 @@ def apply_transform(grid: np.ndarray, transform) -> np.ndarray:
     return digit_map[g[rows][:, cols]]
 
 
+def _token_luts(digit_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token maps (256,) of a digit map: digit ``d`` (token ``d + 1``) -> ``digit_map[d] + 1``, and back; PAD,
+    blank and tokens past the vocabulary unchanged."""
+    n = len(digit_map) - 1
+    lut = np.arange(256, dtype=np.uint8)
+    lut[2:n + 2] = np.asarray(digit_map[1:], np.int64) + 1
+    back = np.arange(256, dtype=np.uint8)
+    back[lut[2:n + 2]] = np.arange(2, n + 2)
+    return lut, back
+
+
+def token_symmetry(transform, n: int) -> Symmetry:
+    """A ``random_transform`` as a ``Symmetry`` on token arrays ``(B, n*n)`` (as ``apply_transform`` on grids)."""
+    rows, cols, transpose, digit_map = transform
+    lut, back = _token_luts(digit_map)
+    rows_back, cols_back = np.argsort(rows), np.argsort(cols)
+
+    def apply(tokens: np.ndarray) -> np.ndarray:
+        g = np.asarray(tokens, np.uint8).reshape(-1, n, n)  # (B, n, n)
+        g = g.swapaxes(1, 2) if transpose else g
+        return lut[g[:, rows][:, :, cols]].reshape(len(g), n * n)
+
+    def invert(tokens: np.ndarray) -> np.ndarray:
+        g = back[np.asarray(tokens, np.uint8).reshape(-1, n, n)][:, rows_back][:, :, cols_back]  # (B, n, n)
+        g = g.swapaxes(1, 2) if transpose else g
+        return np.ascontiguousarray(g).reshape(len(g), n * n)
+
+    return Symmetry(f"rows{rows.tolist()} cols{cols.tolist()} T{int(transpose)} digits{digit_map[1:].tolist()}",
+                    apply, invert)
+
+
+def _transform_key(transform) -> bytes:
+    rows, cols, transpose, digit_map = transform
+    return rows.tobytes() + cols.tobytes() + bytes([transpose]) + np.asarray(digit_map).tobytes()
+
+
 def canonical(puzzle, box=(3, 3)) -> bytes:
     """Exact canonical key of ``puzzle`` under digit, band/row, stack/column and transpose symmetries."""
     return canonical_grid(puzzle, tuple(box)).tobytes()
@@ -144,6 +180,22 @@ class SudokuTask(Task):
         valid = (in_range and bool((pred[givens] == inputs[givens]).all())
                  and bool(valid_solutions((pred - 1).reshape(self.n, self.n), self.box)))
         return {"exact": exact, "valid": valid}
+
+    def symmetries(self, count, rng):
+        """The identity, then ``count - 1`` distinct random digit / band+row / stack+column permutations, transposed
+        at random when the boxes are square (a transpose turns 2×3 boxes into 3×2 ones)."""
+        n = self.n
+        ident = (np.arange(n), np.arange(n), False, np.arange(n + 1).astype(np.int8))
+        drawn = draw_distinct(count, rng, lambda r: random_transform(self.box, r), _transform_key,
+                              _transform_key(ident))
+        return [IDENTITY] + [token_symmetry(t, n) for t in drawn]
+
+    def valid_answer(self, pred, inputs):
+        """A complete grid (a digit in every cell) that keeps the givens of ``inputs``. The Sudoku rules are not
+        checked: that would make the vote a verifier; which answer is right is left to the votes."""
+        pred, inputs = np.asarray(pred).reshape(-1), np.asarray(inputs).reshape(-1)
+        given = inputs >= 2
+        return bool((pred >= 2).all() and (pred <= self.n + 1).all() and np.array_equal(pred[given], inputs[given]))
 
     def render(self, tokens):
         g = self.decode(tokens)

@@ -11,6 +11,23 @@ TRACKING_OPTION = click.option("--tracking-uri", help="The MLflow store of the r
                                "$MLFLOW_TRACKING_URI, else ./mlflow.db).")
 
 
+MAX_STEPS_OPTION = click.option("--max-steps", type=int, help="ACT segments at the most (default: the model's M_max; "
+                                "more is inference-time depth; capped at hrm.vote.MAX_STEPS_CAP).")
+VOTES_OPTION = click.option("--votes", default=1, show_default=True, type=int,
+                            help="Vote over this many symmetries of each puzzle (the identity among them; 1: none).")
+
+
+def check_flags(task, max_steps: int | None, votes: int) -> None:
+    """A click error naming the flag when ``--max-steps`` / ``--votes`` are out of range or ``task`` (None: not
+    checked) has not that many symmetries to vote over (pipeline.serving.pyfunc.param_problem)."""
+    from pipeline.serving.pyfunc import param_problem
+
+    problem = param_problem(task, max_steps=max_steps, votes=votes)
+    if problem is not None:
+        name, message = problem
+        raise click.BadParameter(message, param_hint=f"'--{name.replace('_', '-')}'")
+
+
 def use_store(tracking_uri: str | None, model_uri: str) -> None:
     """Point MLflow at ``tracking_uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db; a sqlite store must exist
     (rather than MLflow quietly creating an empty one and answering that the model does not exist)."""
@@ -40,11 +57,13 @@ def show_grid(grid_json: str) -> str:
 @click.command()
 @MODEL_OPTION
 @TRACKING_OPTION
-@click.option("--adaptive/--full", default=True, help="Stop where the model halts, or run all M_max segments.")
+@click.option("--adaptive/--full", default=True, help="Stop where the model halts, or run all the segments.")
+@MAX_STEPS_OPTION
+@VOTES_OPTION
 @click.argument("puzzle", required=False)
 @click.option("--file", "file", type=click.Path(exists=True, path_type=Path), help="Read the puzzle from a file.")
-def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, puzzle: str | None,
-          file: Path | None) -> None:
+def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: int | None, votes: int,
+          puzzle: str | None, file: Path | None) -> None:
     """Solve one puzzle with a registered model and print the answer."""
     import mlflow.pyfunc
     import pandas as pd
@@ -53,16 +72,40 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, puzzle: str 
     if (puzzle is None) == (file is None):
         raise click.UsageError("give the puzzle as an argument or with --file (one of them)")
     text = file.read_text() if file else puzzle
+    check_flags(None, max_steps, votes)  # the ranges, before the model's own code is put on sys.path
     use_store(tracking_uri, model_uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
-        out = model.predict(pd.DataFrame({"puzzle": [text]}), params={"adaptive": adaptive})
+    except MlflowException as err:
+        raise click.ClickException(err.message) from err
+    params = {"adaptive": adaptive, **({"max_steps": max_steps} if max_steps is not None else {}),
+              **({"votes": votes} if votes != 1 else {})}  # the defaults unsaid: an older model has no such params
+    _check_declared(model, params)  # an older model (older code too) stops here when asked for more
+    if votes > 1:
+        check_flags(model.unwrap_python_model().task, max_steps, votes)
+    try:
+        out = model.predict(pd.DataFrame({"puzzle": [text]}), params=params)
     except MlflowException as err:
         raise click.ClickException(err.message) from err
     row = out.iloc[0]
     click.echo(show_grid(row["grid"]))
     click.echo(f"solution: {row['solution']}")
-    click.echo(f"halted after {row['steps']} segment(s), confidence {row['confidence']:.3f}")
+    if votes == 1:
+        click.echo(f"halted after {row['steps']} segment(s), confidence {row['confidence']:.3f}")
+    else:
+        click.echo(f"voted over {votes} symmetries, about {row['steps']} segment(s) each, "
+                   f"confidence {row['confidence']:.3f}")
+
+
+def _check_declared(model, params: dict) -> None:
+    """A click error naming the flag when the model's signature lacks one of ``params`` (a model logged before
+    --max-steps / --votes existed: MLflow would drop the value with a mere warning)."""
+    schema = model.metadata.signature.params if model.metadata.signature is not None else None
+    declared = {p.name for p in schema.params} if schema is not None else set()
+    for name in params:
+        if name != "adaptive" and name not in declared:
+            raise click.BadParameter(f"this model was logged before {name} could be set per request: register it "
+                                     "again to use it", param_hint=f"'--{name.replace('_', '-')}'")
 
 
 @click.command(name="eval")
@@ -72,23 +115,102 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, puzzle: str 
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
 @click.option("--limit", type=int, help="At most this many examples.")
 @click.option("--batch-size", default=256, show_default=True)
+@MAX_STEPS_OPTION
+@VOTES_OPTION
+@click.option("--seed", default=0, show_default=True, type=int, help="Draws the symmetries voted over.")
+@click.option("--experiment", help="The MLflow experiment of the eval run (default: the model's own run's).")
+@click.option("--log/--no-log", "log_run", default=True, show_default=True,
+              help="Log the metrics, the curves and their plot to a new MLflow eval run.")
 def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, limit: int | None,
-             batch_size: int) -> None:
-    """Evaluate a registered model on a dataset split and print the metrics."""
+             batch_size: int, max_steps: int | None, votes: int, seed: int, experiment: str | None,
+             log_run: bool) -> None:
+    """Evaluate a registered model on a dataset split and print the metrics.
+
+    Then exact accuracy against the segments run (1..--max-steps) and against the votes (1, 2, 4, …, --votes), with
+    what each point cost; all logged to a new MLflow run (tag hrm.kind=eval) with a plot of both curves."""
+    import time
+
     from pipeline.data.loader import load_split
     from pipeline.train.evaluate import evaluate as run_eval
 
     use_store(tracking_uri, model_uri)
-    solver, meta = _solver_for(model_uri, data)
+    solver, meta, model_run = _solver_for(model_uri, data)
+    check_flags(solver.task, max_steps, votes)
     arrays = load_split(data, split, limit=limit)
-    metrics = run_eval(solver.model, arrays, solver.task, batch_size=batch_size, device="cpu")
+    began = time.perf_counter()
+    metrics = run_eval(solver.model, arrays, solver.task, batch_size=batch_size, device="cpu", max_steps=max_steps)
+    seconds = time.perf_counter() - began
     for key, value in sorted(metrics.items()):
         click.echo(f"{key:36} {value:.4f}")
+    K = max_steps or solver.model.config.halt_max_steps
+    by_segment, by_votes = _curves(solver, arrays, metrics, seconds, K, votes=votes, seed=seed,
+                                   batch_size=batch_size)
+    _echo_curves(by_segment, by_votes)
+    if log_run:
+        run_id, name = _log_eval(model_run, experiment, metrics, by_segment, by_votes,
+                                 {"model": model_uri, "data": str(data), "split": split, "limit": limit,
+                                  "max_steps": K, "votes": votes, "seed": seed})
+        click.echo(f"logged to MLflow run {run_id} (experiment {name})")
+
+
+def _curves(solver, arrays, metrics: dict[str, float], seconds: float, K: int, *, votes: int, seed: int,
+            batch_size: int) -> tuple[list[dict], list[dict]]:
+    """(exact accuracy after each segment 1..K, from the evaluation's metrics; each segment's wall time is its
+    share of the evaluation's, s/K of it), (exact accuracy voted over N = 1, 2, 4, …, ``votes``, each run and
+    timed on its own; only the evaluation's own point when ``votes`` is 1)."""
+    from pipeline.train.evaluate import vote_counts, votes_curve
+
+    by_segment = [{"segment": s, "exact_accuracy": metrics[f"eval/exact_accuracy_step_{s}"], "forward_passes": s,
+                   "seconds": seconds * s / K} for s in range(1, K + 1)]
+    if votes == 1:
+        by_votes = [{"votes": 1, "exact_accuracy": metrics["eval/exact_accuracy"], "forward_passes": K,
+                     "seconds": seconds}]
+    else:
+        by_votes = votes_curve(solver.model, arrays, solver.task, counts=vote_counts(votes), max_steps=K, seed=seed,
+                               batch_size=batch_size)
+    return by_segment, by_votes
+
+
+def _echo_curves(by_segment: list[dict], by_votes: list[dict]) -> None:
+    """The two curves as text tables: one line per point with its cost (forward passes per puzzle, seconds)."""
+    for x, title in (("segment", "segments run"), ("votes", "votes")):
+        click.echo(f"exact accuracy against {title}:")
+        click.echo(f"{x:>10} {'exact':>8} {'passes':>8} {'seconds':>9}")
+        for p in by_segment if x == "segment" else by_votes:
+            click.echo(f"{p[x]:10d} {p['exact_accuracy']:8.4f} {p['forward_passes']:8d} {p['seconds']:9.2f}")
+
+
+def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, float],
+              by_segment: list[dict], by_votes: list[dict], params: dict) -> tuple[str, str]:
+    """A new MLflow run (in ``experiment``, default the model's run's) with ``params``, the metrics (step 0), the
+    curves (``eval/<y>_by_segment`` with step = segment, ``eval/<y>_by_votes`` with step = votes, for y in
+    exact_accuracy, forward_passes, seconds) and ``eval_curves.png``; returns (its id, the experiment's name)."""
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.train.evaluate import plot_curves
+
+    uri = mlflow.get_tracking_uri()
+    name = experiment or tracking.experiment_of_model(uri, model_run, "hrm-eval")
+    tags = {"hrm.kind": "eval", **({"hrm.model_run_id": model_run} if model_run else {})}
+    run_id = tracking.start_run(uri, name, "eval", params, tags, [])
+    try:
+        tracking.RunLogger(uri, run_id).log(metrics, step=0)
+        for x, points in (("segment", by_segment), ("votes", by_votes)):
+            for y in ("exact_accuracy", "forward_passes", "seconds"):
+                tracking.log_curve(uri, run_id, f"eval/{y}_by_{x}", {p[x]: p[y] for p in points})
+        tracking.log_figure(uri, run_id, plot_curves(by_segment, by_votes), "eval_curves.png")
+    except Exception:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.end_run(uri, run_id)
+    return run_id, name
 
 
 def _solver_for(model_uri: str, data: Path):
-    """(the registered model's HRMSolver, the dataset's metadata); a click error when either cannot be read or
-    the model solves another task or sequence length than the dataset holds."""
+    """(the registered model's HRMSolver, the dataset's metadata, the id of the run that logged the model or None);
+    a click error when either cannot be read or the model solves another task or sequence length than the dataset
+    holds."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
@@ -96,13 +218,14 @@ def _solver_for(model_uri: str, data: Path):
 
     try:
         meta = read_metadata(data)
-        solver = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        loaded = mlflow.pyfunc.load_model(model_uri)
+        solver = loaded.unwrap_python_model()
     except (FileNotFoundError, ValueError, MlflowException) as err:
         raise click.ClickException(str(getattr(err, "message", err))) from err
     if solver.info["task"] != meta.task or solver.model.config.seq_len != meta.seq_len:
         raise click.ClickException(f"the model solves {solver.info['task']} (length {solver.model.config.seq_len}); "
                                    f"{data} holds {meta.task} (length {meta.seq_len})")
-    return solver, meta
+    return solver, meta, getattr(loaded.metadata, "run_id", None)
 
 
 @click.command()

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Segment:
-    step: int  # 1..M_max
+    step: int  # 1..max_steps (M_max unless asked for more)
     tokens: np.ndarray  # (seq_len,) the predicted grid after this segment
     changed: np.ndarray  # (seq_len,) bool: cells that differ from the previous segment's prediction
     q_halt: float
@@ -77,23 +77,25 @@ def puzzles(model_uri: str, task, data: str | Path | None = None, n: int = 3) ->
     return [(task.parse(t), None, 0) for t in texts[:n]]
 
 
-def trace(model, inputs: np.ndarray, label: np.ndarray | None = None, *, puzzle_id: int = 0) -> Trace:
-    """Run every ACT segment (M_max) on one puzzle, recording each segment's prediction and Q-values."""
+def trace(model, inputs: np.ndarray, label: np.ndarray | None = None, *, puzzle_id: int = 0,
+          max_steps: int | None = None) -> Trace:
+    """Run every ACT segment (``max_steps``, default M_max) on one puzzle through ``hrm.infer``, recording each
+    segment's prediction and Q-values."""
     import torch
 
-    x = torch.as_tensor(np.asarray(inputs, dtype=np.int64)[None])
-    batch = {"inputs": x, "labels": torch.zeros_like(x), "puzzle_ids": torch.tensor([puzzle_id])}
+    from hrm.infer import infer
+
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.int64)[None])  # (1, L)
+    kept = infer(model, {"inputs": x, "puzzle_ids": torch.tensor([puzzle_id])}, max_steps=max_steps,
+                 keep_steps=True).per_step
+    halts = model.wants_halt(kept["q_halt"], kept["q_continue"])[:, 0].tolist()  # (S,)
     segments, previous = [], None
-    with torch.no_grad():
-        carry = model.initial_carry(batch)
-        for step in range(1, model.config.halt_max_steps + 1):
-            carry, out = model(carry, batch)
-            carry.halted = torch.zeros_like(carry.halted)  # keep reasoning on the same puzzle
-            tokens = out["logits"][0].argmax(-1).numpy().astype(np.uint8)
-            changed = np.ones_like(tokens, bool) if previous is None else tokens != previous
-            halts = bool(model.wants_halt(out["q_halt"], out["q_continue"])[0])
-            segments.append(Segment(step, tokens, changed, float(out["q_halt"][0]), float(out["q_continue"][0]), halts))
-            previous = tokens
+    for step, (guess, q_halt, q_cont, stop) in enumerate(zip(kept["preds"][:, 0], kept["q_halt"][:, 0].tolist(),
+                                                             kept["q_continue"][:, 0].tolist(), halts), start=1):
+        tokens = guess.cpu().numpy().astype(np.uint8)  # (L,)
+        changed = np.ones_like(tokens, bool) if previous is None else tokens != previous
+        segments.append(Segment(step, tokens, changed, float(q_halt), float(q_cont), bool(stop)))
+        previous = tokens
     return Trace(np.asarray(inputs, np.uint8), None if label is None else np.asarray(label, np.uint8), segments)
 
 
@@ -117,6 +119,28 @@ def summary(traces: list[Trace]):
         "correct_at_halt": t.correct(t.halted_at), "correct_at_M_max": t.correct(len(t.segments)),
         "cells_changed": [int(s.changed.sum()) for s in t.segments[1:]],
     } for t in traces])
+
+
+def more_compute(model, task, examples: list[tuple], *, multiples=(1, 2, 4), votes=(1, 4), seed: int = 0):
+    """The example puzzles ((inputs, label, puzzle id) triples, as ``puzzles`` returns) answered with more segments
+    (``multiples`` × M_max) and symmetry votes (``hrm.vote.answer``): one row per (max_steps, votes), with the share
+    answered exactly (None without labels), the votes' agreement and the forward passes per puzzle."""
+    import pandas as pd
+
+    from hrm.vote import answer
+
+    inputs = np.stack([x for x, _, _ in examples])  # (B, L)
+    ids = np.array([p for _, _, p in examples])
+    labelled = all(y is not None for _, y, _ in examples)
+    M, rows = model.config.halt_max_steps, []
+    for k in multiples:
+        for v in votes:
+            got = answer(model, task, inputs, puzzle_ids=ids, votes=v, max_steps=k * M, seed=seed)
+            exact = (np.mean([task.score(p, y, x)["exact"] for p, (x, y, _) in zip(got.preds, examples)])
+                     if labelled else None)
+            rows.append({"max_steps": k * M, "votes": v, "exact": exact, "agreement": float(got.agreement.mean()),
+                         "forward passes / puzzle": got.forward_passes})
+    return pd.DataFrame(rows)
 
 
 def draw_traces(traces: list[Trace], task):

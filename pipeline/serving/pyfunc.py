@@ -4,6 +4,11 @@ Each solution comes back twice: ``solution`` in the task's compact input format 
 blank; Maze and ARC: one line of cells per row), so it can be fed back in, and ``grid``, the JSON list of rows in
 the task's alphabet (Sudoku digits, 0 blank; Maze characters; ARC colours; ``null`` for a malformed ARC canvas).
 
+Per request (the signature's params, so ``mlflow models serve`` takes them in a request's ``params``): ``adaptive``,
+``max_steps`` (segments at the most, default M_max: more is inference-time depth) and ``votes`` (answers voted over
+that many symmetries of each puzzle, hrm.vote; default 1). Out of range: a 400 starting ``bad <param>: ``. A model
+logged before max_steps / votes existed has only ``adaptive`` in its signature; MLflow drops the others.
+
 Loads a plain state dict + config with the code serving imports shipped alongside (``pipeline.serving.code``), so
 no pickled model or ``torch.export`` graph is involved (the halting loop is data-dependent).
 """
@@ -25,7 +30,7 @@ COLUMNS = ["solution", "grid", "steps", "confidence"]
 
 def signature():
     """Input: a ``puzzle`` column (text or JSON grids); output: solution, grid, halting steps, confidence;
-    params: adaptive."""
+    params (per request): adaptive, max_steps (null: the model's M_max), votes (1: no voting)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -33,7 +38,16 @@ def signature():
         inputs=Schema([ColSpec("string", "puzzle")]),
         outputs=Schema([ColSpec("string", "solution"), ColSpec("string", "grid"), ColSpec("long", "steps"),
                         ColSpec("double", "confidence")]),
-        params=ParamSchema([ParamSpec("adaptive", "boolean", True)]))
+        params=ParamSchema([ParamSpec("adaptive", "boolean", True), ParamSpec("max_steps", "long", None),
+                            ParamSpec("votes", "long", 1)]))
+
+
+def param_problem(task, *, max_steps: int | None, votes: int) -> tuple[str, str] | None:
+    """What is wrong with the inference params, as (the param's name, the message); None when they are fine
+    (hrm.vote.problem: the one check, shared with ``hrm.vote.answer``)."""
+    from hrm.vote import problem
+
+    return problem(task, votes=votes, max_steps=max_steps)
 
 
 def _as_text(item: Any) -> str:
@@ -99,7 +113,9 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Solve each puzzle (a DataFrame's ``puzzle`` column, a list, a dict or one puzzle); ``params``:
-        ``adaptive`` (stop where the model halts, default true). A malformed puzzle is a BadRequest naming it."""
+        ``adaptive`` (stop where the model halts, default true), ``max_steps`` (segments at most, default M_max),
+        ``votes`` (answers voted over this many symmetries of each puzzle, hrm.vote; default 1). A malformed puzzle
+        or param is a BadRequest naming it."""
         from hrm.solve import solve
 
         if isinstance(model_input, pd.DataFrame):
@@ -112,7 +128,7 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
             items = list(model_input["puzzle"]) if isinstance(model_input["puzzle"], list) else [model_input["puzzle"]]
         else:
             items = [model_input]
-        adaptive = bool((params or {}).get("adaptive", True))
+        adaptive, max_steps, votes = self._params(params)
         texts = []
         for i, item in enumerate(items):
             try:
@@ -122,8 +138,42 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
                 where = f"bad puzzle {i + 1} of {len(items)}" if len(items) > 1 else "bad puzzle"
                 raise BadRequest(f"{where}: {err}") from err
             texts.append(text)
-        solutions = solve(self.model, self.task, texts, adaptive=adaptive)
+        if votes == 1:
+            solutions = solve(self.model, self.task, texts, adaptive=adaptive, max_steps=max_steps)
+        else:
+            solutions = self._vote(texts, adaptive=adaptive, max_steps=max_steps, votes=votes)
         return pd.DataFrame({"solution": [compact(self.task, s.tokens) for s in solutions],
                              "grid": [grid_json(self.task, s.tokens) for s in solutions],
                              "steps": [s.steps for s in solutions],
                              "confidence": [s.confidence for s in solutions]}, columns=COLUMNS)
+
+    def _params(self, params: dict[str, Any] | None) -> tuple[bool, int | None, int]:
+        """(adaptive, max_steps, votes) of a request's ``params`` (absent: today's defaults); BadRequest
+        ``bad <param>: …`` when one is out of range."""
+        params = params or {}
+        adaptive = bool(params.get("adaptive", True))
+        max_steps = params.get("max_steps")
+        votes = params.get("votes")
+        try:
+            max_steps = None if max_steps is None else int(max_steps)
+            votes = 1 if votes is None else int(votes)
+        except (TypeError, ValueError) as err:
+            raise BadRequest(f"bad params: max_steps and votes must be integers ({err})") from err
+        problem = param_problem(self.task, max_steps=max_steps, votes=votes)
+        if problem is not None:
+            raise BadRequest(f"bad {problem[0]}: {problem[1]}")
+        return adaptive, max_steps, votes
+
+    def _vote(self, texts: list[str], *, adaptive: bool, max_steps: int | None, votes: int) -> list:
+        """Solutions (hrm.solve's) voted over ``votes`` symmetries of each puzzle (seed 0: the same answer for the
+        same request); ``steps``: the mean segments per vote, rounded."""
+        import numpy as np
+
+        from hrm.solve import Solution
+        from hrm.vote import answer
+
+        inputs = np.stack([self.task.parse(t) for t in texts])  # (B, L)
+        voted = answer(self.model, self.task, inputs, votes=votes, max_steps=max_steps, adaptive=adaptive)
+        preds = np.asarray(voted.preds, dtype=np.uint8)
+        return [Solution(solution=self.task.render(p), tokens=p, steps=int(round(float(s))), confidence=float(c))
+                for p, s, c in zip(preds, np.asarray(voted.steps), np.asarray(voted.confidence))]

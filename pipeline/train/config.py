@@ -44,6 +44,9 @@ class TrainConfig:
     eval_interval: int = 2000  # steps between evaluations (and checkpoints)
     eval_limit: int | None = None  # at most this many test examples per evaluation
     eval_samples: int = 4  # puzzles drawn with the model's answers in the MLflow artifacts
+    # > 1: each evaluation also votes over this many symmetries of each puzzle (hrm.vote; N times the eval's
+    # forward passes) and logs eval/exact_accuracy_votes_<N>; 1 (default): no voting, the eval costs what it did
+    eval_votes: int = 1
     log_interval: int = 20  # steps between metric logs
     # contiguous shards of the training split; every global batch takes global_batch_size / data_shards rows from
     # each (pipeline.train.batches). None = global_batch_size. Runs with the same data_shards and global batch
@@ -74,9 +77,14 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1 (or null: epochs decide), got {self.max_steps}")
         problems += self._shard_problems()
-        for name in ("epochs", "eval_interval", "log_interval", "checkpoint_keep"):
+        for name in ("epochs", "eval_interval", "log_interval", "checkpoint_keep", "eval_votes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_votes > 1:
+            from hrm.vote import MAX_VOTES
+
+            if self.eval_votes > MAX_VOTES:
+                problems.append(f"eval_votes must be at most {MAX_VOTES}, got {self.eval_votes}")
         if self.ema is not None and not 0 < self.ema < 1:
             problems.append(f"ema must be in (0, 1), got {self.ema}")
         problems += storage_path_problems(self.storage_path)

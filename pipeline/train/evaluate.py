@@ -1,35 +1,30 @@
-"""Evaluation: every test example runs M_max ACT segments; metrics are summed on each worker and reduced.
+"""Evaluation: every test example runs K ACT segments (default M_max); metrics are summed on each worker and reduced.
 
 Reported: exact and token accuracy, q-halt accuracy, the mean step at which the model would halt, exact accuracy
-after each ACT step 1..M_max, and the task's own scorers (e.g. Sudoku validity, maze valid-optimal path).
+after each ACT step 1..K, and the task's own scorers (e.g. Sudoku validity, maze valid-optimal path); with
+``votes`` > 1 also the exact accuracy of answers voted over that many symmetries of each puzzle (hrm.vote).
+:func:`votes_curve` measures voted exact accuracy for several vote counts (``hrm eval``'s curves).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from hrm.infer import infer
 from hrm.loss import IGNORE
 from hrm.model import HRM
 from hrm.tasks.base import Task
 from pipeline.train.batches import to_torch
 
 
-@torch.no_grad()
-def predict(model: HRM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Run M_max segments; per-step predictions (S, B, L), q_halt and q_continue (S, B)."""
-    was_training = model.training
-    model.eval()
-    carry = model.initial_carry(batch)
-    preds, q_halt, q_continue = [], [], []
-    for _ in range(model.config.halt_max_steps):
-        carry, out = model(carry, batch)
-        preds.append(out["logits"].argmax(-1))
-        q_halt.append(out["q_halt"])
-        q_continue.append(out["q_continue"])
-    model.train(was_training)
-    return {"preds": torch.stack(preds), "q_halt": torch.stack(q_halt), "q_continue": torch.stack(q_continue)}
+def predict(model: HRM, batch: dict[str, torch.Tensor], max_steps: int | None = None) -> dict[str, torch.Tensor]:
+    """Run ``max_steps`` segments (default M_max) through ``hrm.infer``; per-step predictions (S, B, L), q_halt and
+    q_continue (S, B)."""
+    return infer(model, batch, max_steps=max_steps, keep_steps=True).per_step
 
 
 def task_score_keys(task: Task, arrays: dict[str, np.ndarray]) -> list[str]:
@@ -51,34 +46,30 @@ def halting_step(wants: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_size: int, device,
-             rank: int = 0, world: int = 1, arc_refs: list | None = None) -> dict[str, float]:
+             rank: int = 0, world: int = 1, arc_refs: list | None = None, max_steps: int | None = None,
+             votes: int = 1, seed: int = 0) -> dict[str, float]:
     """Metrics over ``arrays`` (loader arrays), this worker taking rows rank::world; reduced across workers.
 
+    ``max_steps``: segments run per example (default M_max; the ``eval/exact_accuracy_step_<s>`` keys go up to it).
     ``arc_refs`` (one ``TestRef`` per row) adds ARC's voted pass@1 / pass@2 over every variant of each task.
+    ``votes`` > 1 adds ``eval/exact_accuracy_votes_<votes>``: answers voted over that many symmetries of each
+    puzzle (hrm.vote, drawn from ``seed``); with 1 the metrics are those of a plain evaluation.
     """
-    S = model.config.halt_max_steps
+    S = model.config.halt_max_steps if max_steps is None else int(max_steps)
     # The same keys on every worker, even one without rows, so the all-reduce lines up.
     task_keys = task_score_keys(task, arrays)
     sums: dict[str, float] = {k: 0.0 for k in ["count", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps"]}
     sums.update({f"task_{k}": 0.0 for k in task_keys})
+    if votes > 1:
+        sums[f"exact_accuracy_votes_{votes}"] = 0.0
     step_exact = torch.zeros(S, dtype=torch.float64)
     idx = np.arange(rank, len(arrays["inputs"]), world)
     final_preds, final_q = [], []
     for start in range(0, len(idx), batch_size):
         rows = {k: v[idx[start:start + batch_size]] for k, v in arrays.items()}
         batch = to_torch(rows, device)
-        out = predict(model, batch)
-        labels = batch["labels"]
-        mask = labels != IGNORE
-        correct = (out["preds"] == labels) & mask  # (S, B, L)
-        exact_per_step = correct.sum(-1) == mask.sum(-1)  # (S, B)
-        final_exact = exact_per_step[-1]
-        step_exact += exact_per_step.sum(-1).double().cpu()
-        sums["count"] += len(final_exact)
-        sums["exact_accuracy"] += final_exact.sum().item()
-        sums["accuracy"] += (correct[-1].sum(-1) / mask.sum(-1).clamp_min(1)).sum().item()
-        sums["q_halt_accuracy"] += ((out["q_halt"][-1] >= 0) == final_exact).sum().item()
-        sums["steps"] += halting_step(model.wants_halt(out["q_halt"], out["q_continue"])).sum().item()
+        out = predict(model, batch, S)
+        step_exact += score_batch(model, out, batch["labels"], sums)
         preds = out["preds"][-1].cpu().numpy()
         if arc_refs is not None:
             final_preds.append(preds.astype(np.uint8))
@@ -88,10 +79,72 @@ def evaluate(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, batch_siz
             for key, ok in task.score(p, y, x).items():
                 if key != "exact":
                     sums[f"task_{key}"] += float(ok)
+        if votes > 1:
+            voted = vote_batch(model, task, rows, votes=votes, max_steps=S, seed=seed, batch_size=batch_size)
+            sums[f"exact_accuracy_votes_{votes}"] += float(exact_rows(voted.preds, rows["labels"]).sum())
     metrics = reduce_sums(sums, step_exact, world)
     if arc_refs is not None:
         metrics.update(arc_pass_at_k(arc_refs, arrays, idx, final_preds, final_q, world))
     return metrics
+
+
+def score_batch(model: HRM, out: dict[str, torch.Tensor], labels: torch.Tensor,
+                sums: dict[str, float]) -> torch.Tensor:
+    """Add one batch's counts (rows, exact and token accuracy and q-halt accuracy at the last step, halting step) to
+    ``sums``; return its exact answers per step (S,)."""
+    mask = labels != IGNORE
+    correct = (out["preds"] == labels) & mask  # (S, B, L)
+    exact_per_step = correct.sum(-1) == mask.sum(-1)  # (S, B)
+    final_exact = exact_per_step[-1]
+    sums["count"] += len(final_exact)
+    sums["exact_accuracy"] += final_exact.sum().item()
+    sums["accuracy"] += (correct[-1].sum(-1) / mask.sum(-1).clamp_min(1)).sum().item()
+    sums["q_halt_accuracy"] += ((out["q_halt"][-1] >= 0) == final_exact).sum().item()
+    sums["steps"] += halting_step(model.wants_halt(out["q_halt"], out["q_continue"])).sum().item()
+    return exact_per_step.sum(-1).double().cpu()
+
+
+def exact_rows(preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(B,) bool: each row's answer ``preds`` (B, L) matches ``labels`` (B, L) on every scored cell."""
+    mask = labels != IGNORE
+    return ((np.asarray(preds).astype(np.int64) == labels) | ~mask).all(-1)
+
+
+def vote_batch(model: HRM, task: Task, rows: dict[str, np.ndarray], *, votes: int, max_steps: int | None,
+               seed: int, batch_size: int | None = None):
+    """hrm.vote's answers (a ``Voted``) for loader ``rows``: full depth (``max_steps`` segments), ``votes``
+    symmetries each."""
+    from hrm.vote import answer
+
+    return answer(model, task, rows["inputs"].astype(np.uint8), puzzle_ids=rows["puzzle_ids"].astype(np.int64),
+                  votes=votes, max_steps=max_steps, adaptive=False, seed=seed, batch_size=batch_size)
+
+
+def votes_curve(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, counts: list[int],
+                max_steps: int | None = None, seed: int = 0, batch_size: int = 256) -> list[dict[str, float]]:
+    """Exact accuracy of answers voted over N symmetries, for each N of ``counts`` (full depth, ``max_steps``
+    segments), with what each point cost: one dict per N with ``votes``, ``exact_accuracy``, ``forward_passes``
+    (segments run per puzzle, all its votes together) and ``seconds`` (wall time of that N's whole run)."""
+    points = []
+    for n in counts:
+        began, exact, passes = time.perf_counter(), 0, 0
+        for start in range(0, len(arrays["inputs"]), batch_size):
+            rows = {k: v[start:start + batch_size] for k, v in arrays.items()}
+            voted = vote_batch(model, task, rows, votes=n, max_steps=max_steps, seed=seed, batch_size=batch_size)
+            exact += int(exact_rows(voted.preds, rows["labels"]).sum())
+            passes = max(passes, int(voted.forward_passes))
+        count = max(len(arrays["inputs"]), 1)
+        points.append({"votes": n, "exact_accuracy": exact / count, "forward_passes": passes,
+                       "seconds": time.perf_counter() - began})
+    return points
+
+
+def vote_counts(votes: int) -> list[int]:
+    """The vote counts of a curve up to ``votes``: 1, 2, 4, … (powers of two below it), then ``votes`` itself."""
+    counts = [1]
+    while counts[-1] * 2 < votes:
+        counts.append(counts[-1] * 2)
+    return counts + ([votes] if votes > 1 else [])
 
 
 def reduce_sums(sums: dict[str, float], step_exact: torch.Tensor, world: int) -> dict[str, float]:
@@ -133,3 +186,36 @@ def arc_pass_at_k(refs, arrays, idx, preds, q, world: int) -> dict[str, float]:
             answers.setdefault(ref.task_id, {})[ref.test_index] = invert(grid, ref.transform)
     ordered = {tid: [outs[i] for i in sorted(outs)] for tid, outs in answers.items()}
     return {key: pass_at_k(candidates, ordered, k=int(key[-1])).score for key in ARC_PASS_AT}
+
+
+def plot_curves(by_segment: list[dict[str, float]], by_votes: list[dict[str, float]]):
+    """A figure of exact accuracy against ACT segments (left) and against votes (right), each point's forward
+    passes per puzzle written beside it: what ``hrm eval`` logs as ``eval_curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, points, x, label in ((axes[0], by_segment, "segment", "ACT segments run"),
+                                 (axes[1], by_votes, "votes", "votes (symmetries per puzzle)")):
+        xs = [p[x] for p in points]
+        ys = [p["exact_accuracy"] for p in points]
+        ax.plot(xs, ys, marker="o")
+        for p in points:
+            ax.annotate(f"{p['forward_passes']:g}", (p[x], p["exact_accuracy"]), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=7)
+        if x == "votes" and len(xs) > 1:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(n) for n in xs])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(label)
+        ax.set_ylabel("exact accuracy")
+        ax.set_ylim(-0.02, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("depth (labels: forward passes per puzzle)", fontsize=9)
+    axes[1].set_title("symmetry votes (labels: forward passes per puzzle)", fontsize=9)
+    fig.tight_layout()
+    return fig

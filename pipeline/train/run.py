@@ -97,6 +97,7 @@ def prepare(cfg: TrainConfig, resume: bool):
     log.info("model: %s parameters, ≈ %s of weights, gradients and optimizer state per worker", f"{params:,}",
              _bytes(state_bytes))
     require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
+    check_eval_votes(cfg, meta)
     folder = run_folder(cfg)
     if resume and folder.read(RUN_ID_FILE) is None:
         raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
@@ -107,6 +108,18 @@ def prepare(cfg: TrainConfig, resume: bool):
         log.warning("run %r under %s failed before its first checkpoint: starting it afresh", cfg.name, folder.parent)
         folder.remove()
     return data_path, meta, (params, state_bytes)
+
+
+def check_eval_votes(cfg: TrainConfig, meta) -> None:
+    """``eval_votes`` > 1 needs a task with that many symmetries: refused before any cluster work, not at the first
+    evaluation."""
+    if cfg.eval_votes > 1:
+        from hrm.tasks import make_task
+        from hrm.vote import problem
+
+        found = problem(make_task(meta.task, meta.task_args), votes=cfg.eval_votes, max_steps=None)
+        if found is not None:
+            raise ValueError(f"eval_votes: {found[1]}")
 
 
 RUN_FOLDER_FILES = {RUN_ID_FILE, ".validate_storage_marker"}  # what a run writes before its first checkpoint

@@ -215,7 +215,8 @@ def evaluate_and_checkpoint(w: Worker) -> None:
 
     scored = w.ema.shadow if w.ema is not None else w.model
     metrics = evaluate(scored, w.evals.arrays, w.evals.task, batch_size=w.cfg.local_batch_size, device=w.device,
-                       rank=w.rank, world=w.world, arc_refs=w.evals.arc_refs)
+                       rank=w.rank, world=w.world, arc_refs=w.evals.arc_refs, votes=w.cfg.eval_votes,
+                       seed=w.cfg.seed)
     metrics.update({"step": w.position.step, "epoch": w.position.epoch, "minutes": (time.time() - w.started) / 60})
     if w.logger is not None:
         w.logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, w.position.step)

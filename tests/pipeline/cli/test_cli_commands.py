@@ -26,10 +26,11 @@ OPTIONS = {  # each command's options and arguments, in order
     "data build": ["task", "--config", "--out", "--seed", "--workers", "--overwrite", "--skip-invalid"],
     "data show": ["path", "--split", "-n"],
     "demo": ["--workdir", "--data-config", "--train-config"],
-    "eval": ["--model", "--tracking-uri", "--data", "--split", "--limit", "--batch-size"],
+    "eval": ["--model", "--tracking-uri", "--data", "--split", "--limit", "--batch-size",
+             "--max-steps", "--votes", "--seed", "--experiment", "--log"],  # issue #11 added the last five
     "info": ["--flavour"],
     "serve": ["--model", "--tracking-uri", "--host", "--port", "--workers", "--env-manager"],
-    "solve": ["--model", "--tracking-uri", "--adaptive", "puzzle", "--file"],
+    "solve": ["--model", "--tracking-uri", "--adaptive", "--max-steps", "--votes", "puzzle", "--file"],  # (#11)
     "train": ["--config", "--set", "--resume"],
     "tune": ["--config", "--set", "--resume"],
 }

@@ -133,6 +133,38 @@ def test_a_bad_puzzle_is_a_400_saying_what_is_wrong(server, puzzles, message):
     assert "Failed to predict" not in body["message"]
 
 
+def test_params_are_taken_per_request(server, registry):
+    """``max_steps`` / ``votes`` / ``adaptive`` in a request's ``params`` (the signature's params): honoured, and the
+    same answers as the model gives in this process."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    base, *_ = server
+    data = {"columns": ["puzzle"], "data": [[p] for p in PUZZLES]}
+    deep = invoke(base, {"dataframe_split": data, "params": {"max_steps": 5, "adaptive": False}})
+    assert deep.status_code == 200, deep.text
+    assert [a["steps"] for a in deep.json()["predictions"]] == [5] * len(PUZZLES)  # past M_max = 3
+    voted = invoke(base, {"dataframe_split": data, "params": {"votes": 4, "adaptive": False}})
+    assert voted.status_code == 200, voted.text
+    mlflow.set_tracking_uri(registry[1])
+    local = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(
+        pd.DataFrame({"puzzle": PUZZLES}), params={"votes": 4, "adaptive": False}).to_dict("records")
+    assert [a["solution"] for a in voted.json()["predictions"]] == [a["solution"] for a in local]
+    plain = invoke(base, {"dataframe_split": data})
+    assert [a["steps"] for a in plain.json()["predictions"]] == [1] * len(PUZZLES)  # defaults: as before
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"votes": 0}, "bad votes: votes must be between 1 and 1024, got 0"),
+    ({"max_steps": 100000}, "bad max_steps: max_steps must be between 1 and 1024, got 100000"),
+])
+def test_bad_params_are_a_400_saying_what_is_wrong(server, params, message):
+    base, *_ = server
+    r = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[PUZZLES[0]]]}, "params": params})
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert r.json()["message"].startswith(message), r.json()["message"]
+
+
 def test_malformed_request_is_a_4xx(server):
     base, *_ = server
     wrong_column = invoke(base, {"dataframe_split": {"columns": ["grid"], "data": [[PUZZLES[0]]]}})
