@@ -19,10 +19,10 @@ VOTES_OPTION = click.option("--votes", default=1, show_default=True, type=int,
 
 def check_flags(task, max_steps: int | None, votes: int) -> None:
     """A click error naming the flag when ``--max-steps`` / ``--votes`` are out of range or ``task`` (None: not
-    checked) has not that many symmetries to vote over (pipeline.serving.pyfunc.param_problem)."""
-    from pipeline.serving.pyfunc import param_problem
+    checked) has not that many symmetries to vote over (hrm.vote.problem, the server's check too)."""
+    from hrm.vote import problem as vote_problem
 
-    problem = param_problem(task, max_steps=max_steps, votes=votes)
+    problem = vote_problem(task, votes=votes, max_steps=max_steps)
     if problem is not None:
         name, message = problem
         raise click.BadParameter(message, param_hint=f"'--{name.replace('_', '-')}'")
@@ -158,7 +158,7 @@ def _curves(solver, arrays, metrics: dict[str, float], seconds: float, K: int, *
     """(exact accuracy after each segment 1..K, from the evaluation's metrics; each segment's wall time is its
     share of the evaluation's, s/K of it), (exact accuracy voted over N = 1, 2, 4, …, ``votes``, each run and
     timed on its own; only the evaluation's own point when ``votes`` is 1)."""
-    from pipeline.train.evaluate import vote_counts, votes_curve
+    from pipeline.eval_curves import vote_counts, votes_curve
 
     by_segment = [{"segment": s, "exact_accuracy": metrics[f"eval/exact_accuracy_step_{s}"], "forward_passes": s,
                    "seconds": seconds * s / K} for s in range(1, K + 1)]
@@ -188,7 +188,7 @@ def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, 
     import mlflow
 
     from pipeline import tracking
-    from pipeline.train.evaluate import plot_curves
+    from pipeline.eval_curves import plot_curves
 
     uri = mlflow.get_tracking_uri()
     name = experiment or tracking.experiment_of_model(uri, model_run, "hrm-eval")

@@ -42,14 +42,6 @@ def signature():
                             ParamSpec("votes", "long", 1)]))
 
 
-def param_problem(task, *, max_steps: int | None, votes: int) -> tuple[str, str] | None:
-    """What is wrong with the inference params, as (the param's name, the message); None when they are fine
-    (hrm.vote.problem: the one check, shared with ``hrm.vote.answer``)."""
-    from hrm.vote import problem
-
-    return problem(task, votes=votes, max_steps=max_steps)
-
-
 def _as_text(item: Any) -> str:
     """A puzzle as the task's text: a grid (rows of cells, or its JSON) becomes one line of cells per row."""
     if isinstance(item, str) and item.lstrip().startswith("["):
@@ -138,10 +130,7 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
                 where = f"bad puzzle {i + 1} of {len(items)}" if len(items) > 1 else "bad puzzle"
                 raise BadRequest(f"{where}: {err}") from err
             texts.append(text)
-        if votes == 1:
-            solutions = solve(self.model, self.task, texts, adaptive=adaptive, max_steps=max_steps)
-        else:
-            solutions = self._vote(texts, adaptive=adaptive, max_steps=max_steps, votes=votes)
+        solutions = solve(self.model, self.task, texts, adaptive=adaptive, max_steps=max_steps, votes=votes)
         return pd.DataFrame({"solution": [compact(self.task, s.tokens) for s in solutions],
                              "grid": [grid_json(self.task, s.tokens) for s in solutions],
                              "steps": [s.steps for s in solutions],
@@ -159,21 +148,9 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
             votes = 1 if votes is None else int(votes)
         except (TypeError, ValueError) as err:
             raise BadRequest(f"bad params: max_steps and votes must be integers ({err})") from err
-        problem = param_problem(self.task, max_steps=max_steps, votes=votes)
+        from hrm.vote import problem as vote_problem
+
+        problem = vote_problem(self.task, votes=votes, max_steps=max_steps)
         if problem is not None:
             raise BadRequest(f"bad {problem[0]}: {problem[1]}")
         return adaptive, max_steps, votes
-
-    def _vote(self, texts: list[str], *, adaptive: bool, max_steps: int | None, votes: int) -> list:
-        """Solutions (hrm.solve's) voted over ``votes`` symmetries of each puzzle (seed 0: the same answer for the
-        same request); ``steps``: the mean segments per vote, rounded."""
-        import numpy as np
-
-        from hrm.solve import Solution
-        from hrm.vote import answer
-
-        inputs = np.stack([self.task.parse(t) for t in texts])  # (B, L)
-        voted = answer(self.model, self.task, inputs, votes=votes, max_steps=max_steps, adaptive=adaptive)
-        preds = np.asarray(voted.preds, dtype=np.uint8)
-        return [Solution(solution=self.task.render(p), tokens=p, steps=int(round(float(s))), confidence=float(c))
-                for p, s, c in zip(preds, np.asarray(voted.steps), np.asarray(voted.confidence))]

@@ -3,12 +3,10 @@
 Reported: exact and token accuracy, q-halt accuracy, the mean step at which the model would halt, exact accuracy
 after each ACT step 1..K, and the task's own scorers (e.g. Sudoku validity, maze valid-optimal path); with
 ``votes`` > 1 also the exact accuracy of answers voted over that many symmetries of each puzzle (hrm.vote).
-:func:`votes_curve` measures voted exact accuracy for several vote counts (``hrm eval``'s curves).
+``hrm eval``'s curves against votes and their plot: pipeline.eval_curves.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
@@ -120,33 +118,6 @@ def vote_batch(model: HRM, task: Task, rows: dict[str, np.ndarray], *, votes: in
                   votes=votes, max_steps=max_steps, adaptive=False, seed=seed, batch_size=batch_size)
 
 
-def votes_curve(model: HRM, arrays: dict[str, np.ndarray], task: Task, *, counts: list[int],
-                max_steps: int | None = None, seed: int = 0, batch_size: int = 256) -> list[dict[str, float]]:
-    """Exact accuracy of answers voted over N symmetries, for each N of ``counts`` (full depth, ``max_steps``
-    segments), with what each point cost: one dict per N with ``votes``, ``exact_accuracy``, ``forward_passes``
-    (segments run per puzzle, all its votes together) and ``seconds`` (wall time of that N's whole run)."""
-    points = []
-    for n in counts:
-        began, exact, passes = time.perf_counter(), 0, 0
-        for start in range(0, len(arrays["inputs"]), batch_size):
-            rows = {k: v[start:start + batch_size] for k, v in arrays.items()}
-            voted = vote_batch(model, task, rows, votes=n, max_steps=max_steps, seed=seed, batch_size=batch_size)
-            exact += int(exact_rows(voted.preds, rows["labels"]).sum())
-            passes = max(passes, int(voted.forward_passes))
-        count = max(len(arrays["inputs"]), 1)
-        points.append({"votes": n, "exact_accuracy": exact / count, "forward_passes": passes,
-                       "seconds": time.perf_counter() - began})
-    return points
-
-
-def vote_counts(votes: int) -> list[int]:
-    """The vote counts of a curve up to ``votes``: 1, 2, 4, … (powers of two below it), then ``votes`` itself."""
-    counts = [1]
-    while counts[-1] * 2 < votes:
-        counts.append(counts[-1] * 2)
-    return counts + ([votes] if votes > 1 else [])
-
-
 def reduce_sums(sums: dict[str, float], step_exact: torch.Tensor, world: int) -> dict[str, float]:
     """Every worker's ``sums`` (``count`` = rows) and exact answers per ACT step added up (a collective call when
     ``world`` > 1) and divided by the rows: the ``eval/*`` metrics, ``eval/exact_accuracy_step_<s>`` and
@@ -186,36 +157,3 @@ def arc_pass_at_k(refs, arrays, idx, preds, q, world: int) -> dict[str, float]:
             answers.setdefault(ref.task_id, {})[ref.test_index] = invert(grid, ref.transform)
     ordered = {tid: [outs[i] for i in sorted(outs)] for tid, outs in answers.items()}
     return {key: pass_at_k(candidates, ordered, k=int(key[-1])).score for key in ARC_PASS_AT}
-
-
-def plot_curves(by_segment: list[dict[str, float]], by_votes: list[dict[str, float]]):
-    """A figure of exact accuracy against ACT segments (left) and against votes (right), each point's forward
-    passes per puzzle written beside it: what ``hrm eval`` logs as ``eval_curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, points, x, label in ((axes[0], by_segment, "segment", "ACT segments run"),
-                                 (axes[1], by_votes, "votes", "votes (symmetries per puzzle)")):
-        xs = [p[x] for p in points]
-        ys = [p["exact_accuracy"] for p in points]
-        ax.plot(xs, ys, marker="o")
-        for p in points:
-            ax.annotate(f"{p['forward_passes']:g}", (p[x], p["exact_accuracy"]), textcoords="offset points",
-                        xytext=(0, 6), ha="center", fontsize=7)
-        if x == "votes" and len(xs) > 1:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(xs, [str(n) for n in xs])
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel(label)
-        ax.set_ylabel("exact accuracy")
-        ax.set_ylim(-0.02, 1.05)
-        ax.grid(alpha=0.3)
-    axes[0].set_title("depth (labels: forward passes per puzzle)", fontsize=9)
-    axes[1].set_title("symmetry votes (labels: forward passes per puzzle)", fontsize=9)
-    fig.tight_layout()
-    return fig
