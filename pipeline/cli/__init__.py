@@ -1,5 +1,5 @@
 """The ``hrm`` command: the group, ``hrm info``, and the verb groups registered from their modules
-(``data``, ``train``, ``tune``, ``use``: eval/solve/serve, ``demo``)."""
+(``data``, ``train``, ``tune``, ``use``: eval/solve/serve, ``demo``, ``bench``)."""
 
 from __future__ import annotations
 
@@ -63,13 +63,14 @@ def _machine(dtype: str, reason: str) -> dict[str, object]:
 
 def _register() -> None:
     """Add each verb group's commands to ``main`` (imported here, so the modules keep their names)."""
+    from pipeline.cli.bench import bench
     from pipeline.cli.data import data
     from pipeline.cli.demo import demo
     from pipeline.cli.train import train
     from pipeline.cli.tune import tune
     from pipeline.cli.use import evaluate, serve, solve
 
-    for command in (demo, data, train, evaluate, solve, serve, tune):
+    for command in (demo, data, train, evaluate, solve, serve, tune, bench):
         main.add_command(command)
 
 

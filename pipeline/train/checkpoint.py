@@ -33,6 +33,7 @@ class Position:
     epoch: int = 0
     batch_in_epoch: int = 0  # the next global batch of ``epoch`` to train on
     nonfinite_in_row: int = 0
+    trained_seconds: float = 0.0  # wall time spent training (evaluations and checkpoints not counted)
 
     def advance(self, epoch: int, index: int) -> None:
         """One optimizer step done, on global batch ``index`` of ``epoch``: the next batch is ``index + 1``."""

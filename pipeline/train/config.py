@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,11 @@ class TrainConfig:
     global_batch_size: int = 768
     epochs: int = 1
     max_steps: int | None = None  # stop earlier than epochs × batches
+    # A wall-clock budget: stop once this many minutes of training are done (evaluations and checkpoints are not
+    # counted; a resumed run counts what it trained before). The LR schedule's cosine then runs over the budget.
+    max_minutes: float | None = None
     eval_interval: int = 2000  # steps between evaluations (and checkpoints)
+    eval_minutes: float | None = None  # also evaluate (and checkpoint) every this many minutes of training
     eval_limit: int | None = None  # at most this many test examples per evaluation
     eval_samples: int = 4  # puzzles drawn with the model's answers in the MLflow artifacts
     # > 1: each evaluation also votes over this many symmetries of each puzzle (hrm.vote; N times the eval's
@@ -85,6 +90,10 @@ class TrainConfig:
 
             if self.eval_votes > MAX_VOTES:
                 problems.append(f"eval_votes must be at most {MAX_VOTES}, got {self.eval_votes}")
+        for name in ("max_minutes", "eval_minutes"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < math.inf:  # also refuses nan
+                problems.append(f"{name} must be a number of minutes > 0 (or null: no limit), got {value}")
         if self.ema is not None and not 0 < self.ema < 1:
             problems.append(f"ema must be in (0, 1), got {self.ema}")
         problems += storage_path_problems(self.storage_path)

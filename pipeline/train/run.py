@@ -210,8 +210,9 @@ def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[s
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = None,
-          fault: dict[str, Any] | None = None) -> Outcome:
-    """Run the job; ``fault`` (tests only) kills or fails one worker once: {rank, step, kind, marker}."""
+          fault: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> Outcome:
+    """Run the job; ``tags`` go on a new MLflow run (e.g. ``mlflow.parentRunId``); ``fault`` (tests only) kills or
+    fails one worker once: {rank, step, kind, marker}."""
     from pipeline import tracking
     from pipeline.ray_utils import init_ray
 
@@ -226,7 +227,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
     uri = resolve_tracking_uri(cfg)
     for warning in ephemeral_outputs(Path.cwd(), cfg.storage_path, uri):
         log.warning(warning)
-    run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file)
+    run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file,
+                      tags=tags)
     status_before = tracking.run_status(uri, run_id) if resume else None
     try:  # from here on, every way out ends the MLflow run
         trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault, meta=meta)

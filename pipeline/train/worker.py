@@ -48,13 +48,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             continue  # a non-finite loss or gradient: no update, no step counted
         inject_fault(config.get("fault"), w.rank, w.position.step)  # tests only: kill or fail one worker once
         w.position.advance(epoch, index)
-        done = w.position.step >= w.total_steps
+        done = w.position.step >= w.total_steps or w.clock.out_of_time(w.position)
         if w.position.step % w.cfg.log_interval == 0 or done:
             done = log_train(w) or done  # True: stopped early
         if w.bar is not None:
             w.bar.update(1)
-        if w.position.step % w.cfg.eval_interval == 0 or done:
+        if w.position.step % w.cfg.eval_interval == 0 or w.clock.eval_due(w.position) or done:
             evaluate_and_checkpoint(w)
+            w.clock.evaluated(w.position)  # the evaluation's time is not training time
         if done:
             break
     if w.bar is not None:
@@ -75,6 +76,46 @@ class EarlyStop:
             return False
         self.above = self.above + 1 if train_metrics["train/exact_accuracy"] >= self.threshold else 0
         return self.above >= self.patience
+
+
+@dataclass
+class Clock:
+    """Training time against ``max_minutes`` / ``eval_minutes``, kept in the Position (``trained_seconds``), so a
+    resumed run goes on counting. Only the steps count: the time between the end of one evaluation and the next
+    step's end; evaluations and checkpoints do not."""
+
+    max_seconds: float | None
+    eval_seconds: float | None
+    last_eval: float = 0.0  # trained_seconds at the last evaluation
+    tick: float = field(default_factory=time.perf_counter)
+
+    def count(self, position: checkpoint.Position, world: int = 1, device: Any = "cpu") -> None:
+        """Add the time since the last tick to ``position.trained_seconds``. With several workers and a budget in
+        force they agree on the slowest one's count, so all stop and evaluate at the same step."""
+        now = time.perf_counter()
+        position.trained_seconds += now - self.tick
+        self.tick = now
+        if world > 1 and (self.max_seconds is not None or self.eval_seconds is not None):
+            shared = torch.tensor([position.trained_seconds], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
+            position.trained_seconds = float(shared)
+
+    def out_of_time(self, position: checkpoint.Position) -> bool:
+        return self.max_seconds is not None and position.trained_seconds >= self.max_seconds
+
+    def eval_due(self, position: checkpoint.Position) -> bool:
+        return self.eval_seconds is not None and position.trained_seconds - self.last_eval >= self.eval_seconds
+
+    def evaluated(self, position: checkpoint.Position) -> None:
+        self.last_eval, self.tick = position.trained_seconds, time.perf_counter()
+
+    def schedule_total(self, position: checkpoint.Position, total_steps: int) -> int:
+        """The step count the LR schedule runs to: ``total_steps``; under a time budget, the steps the budget
+        holds at the pace so far (from the 10th step on), so that the cosine ends with the budget."""
+        if self.max_seconds is None or position.step < 10 or position.trained_seconds <= 0:
+            return total_steps
+        return min(total_steps, max(position.step + 1,
+                                    round(position.step * self.max_seconds / position.trained_seconds)))
 
 
 @dataclass
@@ -107,6 +148,7 @@ class Worker:
     bar: Any = None  # pipeline.progress.make_progress
     metrics: MetricLog = field(default_factory=MetricLog)
     early_stop: EarlyStop | None = None
+    clock: Clock = field(default_factory=lambda: Clock(None, None))
     carry: Any = None  # the HRM carry, from one batch to the next
     started: float = field(default_factory=time.time)
 
@@ -143,9 +185,14 @@ def start(config: dict[str, Any]) -> Worker:
     total_steps = int(min(cfg.max_steps or math.inf, cfg.epochs * batches.per_epoch))
     evals = load_eval_set(data_path, meta, task, cfg.eval_limit)
     bar = make_bar(total_steps, position.step, config.get("progress")) if rank == 0 else None
+    clock = Clock(seconds(cfg.max_minutes), seconds(cfg.eval_minutes), last_eval=position.trained_seconds)
     return Worker(cfg=cfg, rank=rank, world=world, device=device, meta=meta, model=model, forward=forward, opt=opt,
                   ema=ema, position=position, batches=batches, total_steps=total_steps, evals=evals, logger=logger,
-                  bar=bar, early_stop=EarlyStop(cfg.early_stop_train_exact, cfg.early_stop_patience))
+                  bar=bar, early_stop=EarlyStop(cfg.early_stop_train_exact, cfg.early_stop_patience), clock=clock)
+
+
+def seconds(minutes: float | None) -> float | None:
+    return None if minutes is None else minutes * 60
 
 
 def stream(w: Worker) -> Iterator[tuple[int, int, Rows]]:
@@ -166,7 +213,7 @@ def step(w: Worker, rows: Rows) -> bool:
     batch = to_torch(rows, w.device)
     if w.carry is None:
         w.carry = w.model.initial_carry(batch)
-    set_lr(w.opt, w.cfg.optim, w.position.step, w.total_steps)
+    set_lr(w.opt, w.cfg.optim, w.position.step, w.clock.schedule_total(w.position, w.total_steps))
     w.carry, _, metrics = train_step(w.forward, w.carry, batch, w.opt, loss_scale=1 / w.cfg.global_batch_size,
                                      loss=w.model.config.loss, grad_clip=w.cfg.optim.grad_clip,
                                      all_reduce=all_reduce_sum if w.world > 1 else None)
@@ -175,6 +222,7 @@ def step(w: Worker, rows: Rows) -> bool:
     if w.ema is not None:
         w.ema.update(w.model)
     w.metrics.add(metrics)
+    w.clock.count(w.position, w.world, w.device)
     return True
 
 
@@ -217,11 +265,13 @@ def evaluate_and_checkpoint(w: Worker) -> None:
     metrics = evaluate(scored, w.evals.arrays, w.evals.task, batch_size=w.cfg.local_batch_size, device=w.device,
                        rank=w.rank, world=w.world, arc_refs=w.evals.arc_refs, votes=w.cfg.eval_votes,
                        seed=w.cfg.seed)
-    metrics.update({"step": w.position.step, "epoch": w.position.epoch, "minutes": (time.time() - w.started) / 60})
+    metrics.update({"step": w.position.step, "epoch": w.position.epoch, "minutes": (time.time() - w.started) / 60,
+                    "train_minutes": w.position.trained_seconds / 60})
     if w.logger is not None:
-        w.logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, w.position.step)
-        log.info("step %d: eval exact %.3f, token %.3f", w.position.step, metrics["eval/exact_accuracy"],
-                 metrics["eval/accuracy"])
+        w.logger.log({**{k: v for k, v in metrics.items() if k.startswith("eval/")},
+                      "train/minutes": metrics["train_minutes"]}, w.position.step)
+        log.info("step %d (%.1f min of training): eval exact %.3f, token %.3f", w.position.step,
+                 metrics["train_minutes"], metrics["eval/exact_accuracy"], metrics["eval/accuracy"])
     rngs = checkpoint.gather_rng_states(w.world)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(w, Path(tmp), metrics, rngs) if w.rank == 0 else None

@@ -13,6 +13,7 @@ from pipeline.cli import main
 
 # `hrm --help` before the CLI became a package: each command and the first line of its help
 COMMANDS = {
+    "bench": "Benchmarks of the training job on this machine.",  # issue #16
     "data": "Build puzzle datasets (Ray Data) and inspect them.",
     "demo": "Run the whole pipeline on an embedded local Ray and a local MLflow store.",
     "eval": "Evaluate a registered model on a dataset split and print the metrics.",
@@ -23,6 +24,7 @@ COMMANDS = {
     "tune": "Sweep the training job with Ray Tune; report each trial in MLflow; register the best model.",
 }
 OPTIONS = {  # each command's options and arguments, in order
+    "bench reasoning": ["--config", "--minutes", "--eval-minutes", "--variants", "--out", "--tracking-uri"],  # #16
     "data build": ["task", "--config", "--out", "--seed", "--workers", "--overwrite", "--skip-invalid"],
     "data show": ["path", "--split", "-n"],
     "demo": ["--workdir", "--data-config", "--train-config"],

@@ -1,6 +1,7 @@
 """The worker loop's rules, without Ray: early stopping, the non-finite rule, the resume position, the batch stream,
 the compile default, the test-only fault hook, and `hrm train` checking its inputs once."""
 
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -110,3 +111,39 @@ def test_hrm_train_prepares_once(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["train", "--set", f"storage_path={tmp_path}"])
     assert result.exit_code == 1 and "stop here" in result.output
     assert calls == [False]
+
+
+def test_clock_counts_only_training_time_and_stops_at_the_budget():
+    from pipeline.train.worker import Clock
+
+    position = Position(trained_seconds=50.0)  # a resumed run goes on counting
+    clock = Clock(max_seconds=60.0, eval_seconds=20.0, last_eval=50.0, tick=time.perf_counter() - 5.0)  # 5 s ago
+    clock.count(position)
+    assert position.trained_seconds == pytest.approx(55.0, abs=0.5)
+    assert not clock.out_of_time(position) and not clock.eval_due(position)
+    position.trained_seconds = 70.5
+    assert clock.out_of_time(position) and clock.eval_due(position)
+    clock.evaluated(position)  # an evaluation now: the next one is 20 s of training later
+    assert clock.last_eval == 70.5 and not clock.eval_due(position)
+    no_budget = Clock(None, None)
+    assert not no_budget.out_of_time(position) and not no_budget.eval_due(position)
+
+
+@pytest.mark.parametrize("step, seconds, expected", [
+    (5, 10.0, 1000),  # fewer than 10 steps: the configured total
+    (100, 30.0, 200),  # 100 steps in 30 s of a 60 s budget: the cosine is laid over 200 steps
+    (100, 59.9, 101),  # at the end of the budget: at least the next step
+    (100, 1.0, 1000),  # a pace that would overrun the configured total: capped by it
+])
+def test_the_lr_schedule_runs_over_the_time_budget(step, seconds, expected):
+    from pipeline.train.worker import Clock
+
+    clock = Clock(max_seconds=60.0, eval_seconds=None)
+    assert clock.schedule_total(Position(step=step, trained_seconds=seconds), total_steps=1000) == expected
+    assert Clock(None, None).schedule_total(Position(step=step, trained_seconds=seconds), 1000) == 1000
+
+
+@pytest.mark.parametrize("key, value", [("max_minutes", 0), ("eval_minutes", -1.0), ("max_minutes", float("nan"))])
+def test_time_budgets_must_be_positive_minutes(key, value):
+    with pytest.raises(ValueError, match=f"{key} must be a number of minutes > 0"):
+        TrainConfig(**{key: value})

@@ -1,0 +1,2 @@
+"""Benchmarks of the training job itself (``hrm bench``): ``reasoning``, accuracy against wall time on minimal 6×6
+Sudoku for HRM and TRM side by side."""
