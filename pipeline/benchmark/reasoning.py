@@ -55,10 +55,18 @@ class VariantResult:
         return 60_000 * last.minutes / max(last.step, 1)
 
 
+@dataclass
+class Outcome:
+    results: list[VariantResult]  # the variants that finished, in the file's order
+    failed: dict[str, str]  # label -> why, for the variants that did not
+    folder: Path  # the report's
+
+
 def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = None,
-                  stamp: str | None = None) -> tuple[list[VariantResult], Path]:
+                  stamp: str | None = None) -> Outcome:
     """Every variant of ``bench`` (files named relative to ``base``) trained for ``bench.minutes`` on the same
-    dataset; returns the results and the report's folder."""
+    dataset, then the report. A variant that fails is reported as failed and the others go on (hours of finished
+    variants are not thrown away); RuntimeError when none finished. Ctrl-C stops the whole benchmark."""
     from pipeline import tracking
     from pipeline.benchmark.report import write_report
     from pipeline.data.build import build_dataset
@@ -75,17 +83,23 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
                                  "deeper": bench.deeper, "variants": ",".join(bench.variants)},
                                 {"hrm.kind": "bench", "dataset": str(built.path)}, [])
     try:
-        results = []
+        results, failed = [], {}
         for label, cfg in configs.items():
             cfg.data = str(built.path)
             cfg.tracking.tracking_uri = uri
-            results.append(train_variant(label, cfg, uri, parent, bench))
-        folder = write_report(results, bench, built, Path(bench.out) / f"{bench.name}-{stamp}", uri, parent)
+            try:
+                results.append(train_variant(label, cfg, uri, parent, bench))
+            except Exception as err:  # noqa: BLE001 -- reported, and the next variant runs
+                log.error("variant %s failed: %s", label, err)
+                failed[label] = f"{type(err).__name__}: {err}"
+        if not results:
+            raise RuntimeError("every variant failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        folder = write_report(results, failed, bench, built, Path(bench.out) / f"{bench.name}-{stamp}", uri, parent)
     except BaseException as err:
         tracking.end_run(uri, parent, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    tracking.end_run(uri, parent)
-    return results, folder
+    tracking.end_run(uri, parent, status="FAILED" if failed else "FINISHED")
+    return Outcome(results, failed, folder)
 
 
 def load_variant(bench: ReasoningBench, base: Path, label: str, stamp: str):

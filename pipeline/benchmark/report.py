@@ -79,7 +79,7 @@ def plot(results: list, title: str):
     return fig
 
 
-def write_report(results: list, bench, built, folder: Path, uri: str, parent: str) -> Path:
+def write_report(results: list, failed: dict[str, str], bench, built, folder: Path, uri: str, parent: str) -> Path:
     """Write report.md, curves.png and curves.json into ``folder`` (written in a temporary folder beside it and
     renamed into place: a folder there is whole) and log them to the ``parent`` run."""
     from mlflow.tracking import MlflowClient
@@ -91,13 +91,15 @@ def write_report(results: list, bench, built, folder: Path, uri: str, parent: st
              f"{where['cpu']} ({where['cpu_count']} CPUs, {where['cpu_capability']})")
     text = (f"# Reasoning benchmark `{bench.name}`\n\n{title}\n\n{table(results, bench)}\n\n"
             f"Held-out exact accuracy at each evaluation:\n\n{curve_table(results)}\n")
+    if failed:
+        text += "\nFailed:\n\n" + "".join(f"- `{label}`: {why}\n" for label, why in failed.items())
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         staged = Path(tmp) / "report"
         staged.mkdir()
         (staged / "report.md").write_text(text)
         payload = {"bench": dataclasses.asdict(bench), "dataset": {"path": str(built.path), "counts": built.counts},
-                   "machine": where, "variants": [dataclasses.asdict(r) for r in results]}
+                   "machine": where, "variants": [dataclasses.asdict(r) for r in results], "failed": failed}
         (staged / "curves.json").write_text(json.dumps(payload, indent=2))
         fig = plot(results, title)
         try:

@@ -44,11 +44,14 @@ def reasoning(config: Path, minutes: float | None, eval_minutes: float | None, v
     click.echo(f"{len(cfg.variants)} variant(s) × {cfg.minutes:g} min of training: ≈ {total:g} min plus "
                "evaluations and start-up")
     try:
-        results, folder = run_benchmark(cfg, config.parent, tracking_uri)
-    except ERRORS as err:
+        outcome = run_benchmark(cfg, config.parent, tracking_uri)
+    except (*ERRORS, RuntimeError) as err:
         raise click.ClickException(str(err)) from err
-    click.echo(table(results, cfg))
-    click.echo(f"\nreport: {folder}/report.md, curves.png, curves.json (and in MLflow, experiment {cfg.experiment})")
+    click.echo(table(outcome.results, cfg))
+    click.echo(f"\nreport: {outcome.folder}/report.md, curves.png, curves.json (and in MLflow, experiment "
+               f"{cfg.experiment})")
+    if outcome.failed:
+        raise click.ClickException("; ".join(f"variant {k} failed: {v}" for k, v in outcome.failed.items()))
 
 
 def pick_variants(cfg, labels: str):

@@ -23,28 +23,33 @@ def benched(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("bench")
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"name": "tiny-minimal", "task": "sudoku", "sudoku": {
         "box": [2, 3], "count": 240, "min_rating": 0, "test_fraction": 0.1, "augmentations": 2, "chunk_size": 60}}))
+    too_big = yaml.safe_load((CONFIGS / "bench-reasoning-hrm-fast.yaml").read_text())
+    too_big["scaling"]["num_workers"] = 64  # refused once Ray is up: this machine has fewer CPUs
+    (tmp_path / "too-big.yaml").write_text(yaml.safe_dump(too_big))
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump({
         "name": "smoke", "data_config": "data.yaml", "minutes": 5, "eval_minutes": 1, "votes": 2,
-        "variants": {"hrm-fast": str(CONFIGS / "bench-reasoning-hrm-fast.yaml"),
-                     "trm-mlp": str(CONFIGS / "bench-reasoning-trm-mlp.yaml")}}))
+        "variants": {"hrm-fast": str(CONFIGS / "bench-reasoning-hrm-fast.yaml"), "too-big": "too-big.yaml",
+                     "trm-mlp": str(CONFIGS / "bench-reasoning-trm-mlp.yaml")}}, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "HRM_PROGRESS")}
     hrm = Path(sys.executable).with_name("hrm")
     done = subprocess.run([str(hrm), "bench", "reasoning", "--config", "bench.yaml", "--minutes", str(BUDGET),
                            "--eval-minutes", "0.1", "--out", "reports"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # one variant failed, named at the end:
+    assert "Error: variant too-big failed: ValueError: 64 workers" in done.stderr and "need 64 CPUs" in done.stderr
     return tmp_path, done
 
 
 def test_each_variant_trains_for_its_budget_and_the_report_has_its_curve(benched):
     tmp_path, done = benched
-    assert "2 variant(s) × 0.3 min of training" in done.stdout
+    assert "3 variant(s) × 0.3 min of training" in done.stdout
     (folder,) = (tmp_path / "reports").iterdir()
     assert folder.name.startswith("smoke-") and sorted(p.name for p in folder.iterdir()) == [
         "curves.json", "curves.png", "report.md"]
     report = json.loads((folder / "curves.json").read_text())
     assert report["dataset"]["counts"]["test"] == 24 and report["machine"]["cpu_capability"]
-    assert [v["label"] for v in report["variants"]] == ["hrm-fast", "trm-mlp"]
+    assert [v["label"] for v in report["variants"]] == ["hrm-fast", "trm-mlp"]  # the one after a failure ran too
+    assert list(report["failed"]) == ["too-big"] and "need 64 CPUs" in report["failed"]["too-big"]
     for variant in report["variants"]:
         points = variant["points"]
         assert len(points) >= 3, points  # every 0.1 min of training, and at the end
@@ -56,6 +61,7 @@ def test_each_variant_trains_for_its_budget_and_the_report_has_its_curve(benched
                                          f"exact_segments_{2 * M}_votes_2"}
     text = (folder / "report.md").read_text()
     assert "| hrm-fast |" in text and "| trm-mlp |" in text and report["machine"]["cpu"] in text
+    assert "Failed:\n\n- `too-big`: ValueError: 64 workers" in text
     assert "report:" in done.stdout and "| variant |" in done.stdout
 
 
@@ -68,7 +74,7 @@ def test_mlflow_has_a_parent_run_with_the_report_and_a_child_per_variant(benched
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("hrm.kind") == "bench"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert parent.info.status == "FAILED" and len(children) == 2  # FAILED: a variant failed; no run of its own
     assert sorted(a.path for a in client.list_artifacts(parent.info.run_id)) == [
         "curves.json", "curves.png", "report.md"]
     for child in children:
@@ -89,3 +95,17 @@ def test_the_settings_search_script_runs_on_the_benchmark_dataset(benched):
     evals = lines[1:]
     assert [e["step"] for e in evals] == sorted(e["step"] for e in evals)
     assert evals[-1]["minutes"] >= 0.05 and all(len(e["by_segment"]) == 4 for e in evals)
+
+
+def test_every_puzzle_of_the_benchmark_dataset_is_minimal(benched):
+    """Held out and trained on alike: a unique solution, and no clue can be removed (an independent check: the
+    solver counts solutions with each clue taken out)."""
+    from hrm.tasks.sudoku import SudokuTask
+    from hrm.tasks.sudoku_solver import is_minimal
+    from pipeline.data.loader import load_split
+
+    tmp_path, _ = benched
+    task = SudokuTask((2, 3))
+    for split in ("train", "test"):
+        inputs = load_split(tmp_path / "data" / "tiny-minimal", split)["inputs"]
+        assert len(inputs) and all(is_minimal(task.decode(x), (2, 3)) for x in inputs), split

@@ -85,6 +85,23 @@ def test_two_workers_match_one_worker(workdir, dataset, one_worker):
             assert a[step] == pytest.approx(b[step], rel=2e-4, abs=1e-6), (key, step)
 
 
+@pytest.mark.timeout(300)  # workers that disagreed on the budget would wait for each other forever
+def test_two_workers_stop_together_on_a_time_budget(workdir, dataset):
+    """max_minutes ends a run of many epochs; eval_minutes evaluates by training time; both workers take the same
+    count (the slowest one's), so they stop, and evaluate, at the same step."""
+    cfg = config(workdir, dataset, "budget", max_steps=None, epochs=10_000, eval_interval=1_000_000,
+                 max_minutes=0.05, eval_minutes=0.02,
+                 **{"scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5})
+    out = train(cfg)
+    minutes = history(cfg, out.run_id, "train/minutes")
+    evals = history(cfg, out.run_id, "eval/exact_accuracy")
+    assert sorted(minutes) == sorted(evals) and len(evals) >= 2  # every 0.02 min of training, and at the end
+    last = max(minutes)
+    assert 0.05 <= minutes[last] < 0.05 + 0.02, minutes  # stopped at the first step past the budget
+    times = [0.0] + sorted(minutes.values())[:-1]  # the timed evaluations, without the final one
+    assert all(b - a >= 0.02 - 1e-9 for a, b in zip(times, times[1:])), times
+
+
 def test_mlflow_holds_run_metrics_model_and_alias(one_worker, dataset):
     cfg, out = one_worker
     client = MlflowClient(cfg.tracking.tracking_uri)
