@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.q_target import batches  # noqa: E402  (the seeded per-epoch shuffle)
 from hrm.config import model_config  # noqa: E402
 from hrm.model import HRM  # noqa: E402
 from hrm.step import OptimConfig, build_optimizers, set_lr, train_step  # noqa: E402
@@ -33,16 +33,6 @@ from pipeline.train.evaluate import evaluate  # noqa: E402
 from pipeline.train.worker import Clock  # noqa: E402
 
 DEMO_OPTIM = {"lr": 0.002, "lr_warmup_steps": 50, "lr_min_ratio": 0.1, "weight_decay": 0.1, "puzzle_emb_lr": 0.01}
-
-
-def batches(train: dict[str, np.ndarray], batch: int, seed: int):
-    """Global batches of a seeded shuffle of the split, a new order every epoch, forever."""
-    rng = np.random.default_rng(seed)
-    n = len(train["inputs"])
-    while True:
-        order = rng.permutation(n)
-        for start in range(0, n - batch + 1, batch):
-            yield {k: v[order[start:start + batch]] for k, v in train.items()}
 
 
 def search(args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ def machine() -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
 
 
-def table(results: list, bench) -> str:
+def table(results: list) -> str:
     """The Markdown table: one row per variant, its settings, pace, best and final held-out exact accuracy, and
     the best checkpoint with more compute."""
     extra_keys = list(dict.fromkeys(k for r in results for k in r.extra))
@@ -89,7 +89,7 @@ def write_report(results: list, failed: dict[str, str], bench, built, folder: Pa
     where = machine()
     title = (f"{built.path.name}: {built.counts['test']} held-out puzzles, {bench.minutes:g} min per variant — "
              f"{where['cpu']} ({where['cpu_count']} CPUs, {where['cpu_capability']})")
-    text = (f"# Reasoning benchmark `{bench.name}`\n\n{title}\n\n{table(results, bench)}\n\n"
+    text = (f"# Reasoning benchmark `{bench.name}`\n\n{title}\n\n{table(results)}\n\n"
             f"Held-out exact accuracy at each evaluation:\n\n{curve_table(results)}\n")
     if failed:
         text += "\nFailed:\n\n" + "".join(f"- `{label}`: {why}\n" for label, why in failed.items())

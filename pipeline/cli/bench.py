@@ -47,7 +47,7 @@ def reasoning(config: Path, minutes: float | None, eval_minutes: float | None, v
         outcome = run_benchmark(cfg, config.parent, tracking_uri)
     except (*ERRORS, RuntimeError) as err:
         raise click.ClickException(str(err)) from err
-    click.echo(table(outcome.results, cfg))
+    click.echo(table(outcome.results))
     click.echo(f"\nreport: {outcome.folder}/report.md, curves.png, curves.json (and in MLflow, experiment "
                f"{cfg.experiment})")
     if outcome.failed:
