@@ -4,7 +4,8 @@ The driver (the ``hrm`` process) decides once, from its stdout, or from ``HRM_PR
 (:func:`progress_mode`), and passes the mode on: to the training workers in the trainer's ``train_loop_config``,
 and to the processes of a local Ray through the environment (:func:`setup_driver_output`, called by ``init_ray``).
 In ``lines`` mode Ray Data's progress bars and INFO lines are kept off the console (they stay in Ray's log files),
-and training progress is one log line every ~10% of the steps (:class:`StepLines`).
+and training progress is one log line every ~10% of the steps (:class:`StepLines`), or of the training-time budget
+when the run has one (``max_minutes``: :class:`BudgetLines`).
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def crossed(before: int, after: int, total: int, parts: int = 10) -> bool:
-    """Whether going from step ``before`` to step ``after`` (of ``total``) passes a ``1/parts`` mark; the last
-    step always does. With fewer than ``parts`` steps every step is a mark."""
+def crossed(before: float, after: float, total: float, parts: int = 10) -> bool:
+    """Whether going from step ``before`` to step ``after`` (of ``total``; or seconds of a budget) passes a
+    ``1/parts`` mark; the last step always does. With fewer than ``parts`` steps every step is a mark."""
     if total <= 0 or after <= before:
         return False
     if after >= total:
@@ -68,7 +69,35 @@ def crossed(before: int, after: int, total: int, parts: int = 10) -> bool:
 SHOWN = (("train/lm_loss", "loss", ".4g"), ("train/accuracy", "acc", ".3f"), ("train/exact_accuracy", "exact", ".3f"))
 
 
-class StepLines:
+class _Lines:
+    """What both line displays share: the latest train metrics, the closing line, emitting."""
+
+    step: int
+    last_emitted: int
+    metrics: dict[str, float]
+    emit: Callable[[str], None]
+
+    def line(self) -> str:
+        raise NotImplementedError
+
+    def set_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Remember the latest train metrics (keys as logged: ``train/lm_loss``, ...) for the next line."""
+        self.metrics = {k: float(metrics[k]) for k, _, _ in SHOWN if k in metrics}
+
+    def close(self) -> str | None:
+        """A last line when the run stopped (early, or failed over) after the last line emitted."""
+        if self.step > self.last_emitted:
+            return self._emit()
+        return None
+
+    def _emit(self) -> str:
+        text = self.line()
+        self.last_emitted = self.step
+        self.emit(text)
+        return text
+
+
+class StepLines(_Lines):
     """Training progress as log lines, one each ~10% of the steps and one at the end: step k/N, elapsed, rate,
     ETA and the latest train metrics. ``emit`` receives each line (default: an INFO log line).
 
@@ -85,9 +114,9 @@ class StepLines:
         self.metrics: dict[str, float] = {}
         self.last_emitted = self.step
 
-    def set_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Remember the latest train metrics (keys as logged: ``train/lm_loss``, ...) for the next line."""
-        self.metrics = {k: float(metrics[k]) for k, _, _ in SHOWN if k in metrics}
+    def advance(self, step: int, trained_seconds: float = 0.0) -> str | None:
+        """Move to ``step`` (the training loop's call; the seconds are :class:`BudgetLines`'s measure)."""
+        return self.update(step - self.step)
 
     def update(self, n: int = 1) -> str | None:
         """Advance ``n`` steps; returns the line when one was emitted."""
@@ -95,12 +124,6 @@ class StepLines:
         if self.first is None:
             self.first = (self.step, self.clock())
         if crossed(before, self.step, self.total, self.parts):
-            return self._emit()
-        return None
-
-    def close(self) -> str | None:
-        """A last line when the run stopped (early, or failed over) after the last line emitted."""
-        if self.step > self.last_emitted:
             return self._emit()
         return None
 
@@ -121,11 +144,39 @@ class StepLines:
         parts += [f"{short} {self.metrics[k]:{spec}}" for k, short, spec in SHOWN if k in self.metrics]
         return " | ".join(parts)
 
-    def _emit(self) -> str:
-        text = self.line()
+
+class BudgetLines(_Lines):
+    """Training progress under a wall-clock budget (``max_minutes``) as log lines, one each ~10% of the budget and
+    one at the end: training time done of the budget, the step, the pace, the training time left and the latest
+    train metrics. Only training time counts, as for the budget itself (evaluations and checkpoints do not)."""
+
+    def __init__(self, budget_seconds: float, initial_seconds: float = 0.0, initial_step: int = 0, *,
+                 parts: int = 10, emit: Callable[[str], None] | None = None):
+        self.budget, self.seconds, self.step, self.parts = float(budget_seconds), float(initial_seconds), \
+            int(initial_step), parts
+        self.emit = emit or (lambda line: log.info("%s", line))
+        self.first: tuple[int, float] | None = None  # (step, seconds) at the first update
+        self.metrics: dict[str, float] = {}
         self.last_emitted = self.step
-        self.emit(text)
-        return text
+
+    def advance(self, step: int, trained_seconds: float) -> str | None:
+        """Move to ``step`` after ``trained_seconds`` of training; returns the line when one was emitted."""
+        before, self.step, self.seconds = self.seconds, int(step), float(trained_seconds)
+        if self.first is None:
+            self.first = (self.step, self.seconds)
+        if crossed(before, self.seconds, self.budget, self.parts):
+            return self._emit()
+        return None
+
+    def line(self) -> str:
+        rate = math.nan
+        if self.first is not None and self.step > self.first[0] and self.seconds > self.first[1]:
+            rate = (self.step - self.first[0]) / (self.seconds - self.first[1])
+        pct = min(100.0, 100 * self.seconds / self.budget) if self.budget > 0 else 100.0
+        parts = [f"training time {format_duration(self.seconds)}/{format_duration(self.budget)} ({pct:.0f}%)",
+                 f"step {self.step}", _rate(rate), f"{format_duration(max(self.budget - self.seconds, 0))} left"]
+        parts += [f"{short} {self.metrics[k]:{spec}}" for k, short, spec in SHOWN if k in self.metrics]
+        return " | ".join(parts)
 
 
 def _rate(per_second: float) -> str:
@@ -138,30 +189,41 @@ def _rate(per_second: float) -> str:
 
 class RayBar:
     """A Ray progress bar (``ray.experimental.tqdm_ray``: drawn by the driver) with :class:`StepLines`'s methods;
-    the latest train loss goes in its description."""
+    the latest train loss goes in its description. It counts steps, or seconds of training under a budget
+    (``by_time``)."""
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "train steps"):
+    def __init__(self, total: float, initial: float = 0, desc: str = "train steps", by_time: bool = False):
         from ray.experimental import tqdm_ray
 
-        self.desc = desc
+        self.desc, self.by_time = desc, by_time
         self.bar = tqdm_ray.tqdm(total=int(total), desc=desc)
-        if initial:
-            self.bar.update(initial)
+        self.shown = int(initial)
+        if self.shown:
+            self.bar.update(self.shown)
 
     def set_metrics(self, metrics: Mapping[str, Any]) -> None:
         if "train/lm_loss" in metrics:
             self.bar.set_description(f"{self.desc} (loss {float(metrics['train/lm_loss']):.4g})")
 
-    def update(self, n: int = 1) -> None:
-        self.bar.update(n)
+    def advance(self, step: int, trained_seconds: float = 0.0) -> None:
+        target = int(trained_seconds) if self.by_time else int(step)
+        if target > self.shown:
+            self.bar.update(target - self.shown)
+            self.shown = target
 
     def close(self) -> None:
         self.bar.close()
 
 
-def make_progress(mode: str | None, total: int, initial: int = 0):
-    """The training progress display of ``mode`` (``None``: decided here, see :func:`progress_mode`)."""
+def make_progress(mode: str | None, total: int, initial: int = 0, budget_seconds: float | None = None,
+                  initial_seconds: float = 0.0):
+    """The training progress display of ``mode`` (``None``: decided here, see :func:`progress_mode`): against the
+    ``total`` steps, or against ``budget_seconds`` of training when the run has a time budget."""
     mode = mode or progress_mode()
+    if budget_seconds is not None:
+        if mode == "bar":
+            return RayBar(budget_seconds, initial_seconds, desc="training seconds", by_time=True)
+        return BudgetLines(budget_seconds, initial_seconds, initial)
     return RayBar(total, initial) if mode == "bar" else StepLines(total, initial)
 
 

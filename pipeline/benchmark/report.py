@@ -25,7 +25,30 @@ def machine() -> dict[str, Any]:
     dtype, _ = resolve_dtype("auto", "cpu")
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"cpu": cpu_name(), "cpu_capability": cpu_capability(), "auto_dtype_here": dtype,
-            "cpu_count": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
+            "cpu_count": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "matmul_gflops": matmul_gflops()}
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """This machine's float32 speed now: GFLOP/s of a ``size``² matmul on 2 threads (the variants' setting), best of
+    ``repeats``. Two machines with the same CPU name can differ (a shared host, another generation): the minutes of
+    two reports compare only when this does."""
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return round(2 * size**3 / best / 1e9, 1)
 
 
 def table(results: list) -> str:
@@ -80,26 +103,52 @@ def plot(results: list, title: str):
 
 
 def write_report(results: list, failed: dict[str, str], bench, built, folder: Path, uri: str, parent: str) -> Path:
-    """Write report.md, curves.png and curves.json into ``folder`` (written in a temporary folder beside it and
-    renamed into place: a folder there is whole) and log them to the ``parent`` run."""
+    """The benchmark's report (:func:`write_files`), logged to the ``parent`` run with each variant's best."""
     from mlflow.tracking import MlflowClient
 
+    dataset = {"path": str(built.path), "counts": built.counts}
+    write_files(folder, results, failed, dataclasses.asdict(bench), dataset, machine())
+    client = MlflowClient(uri)
+    for name in ("report.md", "curves.png", "curves.json"):
+        client.log_artifact(parent, str(folder / name))
+    for r in results:
+        client.log_metric(parent, f"{r.label}/best_exact", r.best.exact)
+    log.info("report written to %s", folder)
+    return folder
+
+
+def write_files(folder: Path, results: list, failed: dict[str, str], bench: dict[str, Any], dataset: dict[str, Any],
+                where: dict[str, Any], sources: list[str] | None = None, notes: list[str] | None = None) -> Path:
+    """Write report.md, curves.png and curves.json into ``folder`` (written in a temporary folder beside it and
+    renamed into place: a folder there is whole; one there already is refused). ``bench`` is the benchmark's
+    settings, ``dataset`` its path and split counts, ``where`` the machine, ``sources`` the reports a merged one
+    was made of."""
     import matplotlib.pyplot as plt
 
-    where = machine()
-    title = (f"{built.path.name}: {built.counts['test']} held-out puzzles, {bench.minutes:g} min per variant — "
-             f"{where['cpu']} ({where['cpu_count']} CPUs, {where['cpu_capability']})")
-    text = (f"# Reasoning benchmark `{bench.name}`\n\n{title}\n\n{table(results)}\n\n"
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder} exists already: the report goes to a new folder")
+    title = (f"{Path(dataset['path']).name}: {dataset['counts']['test']} held-out puzzles, {bench['minutes']:g} min "
+             f"per variant — {where['cpu']} ({where['cpu_count']} CPUs, {where['cpu_capability']})")
+    text = (f"# Reasoning benchmark `{bench['name']}`\n\n{title}\n\n{table(results)}\n\n"
             f"Held-out exact accuracy at each evaluation:\n\n{curve_table(results)}\n")
     if failed:
         text += "\nFailed:\n\n" + "".join(f"- `{label}`: {why}\n" for label, why in failed.items())
+    if sources:
+        text += "\nMerged from the reports:\n\n" + "".join(f"- `{s}`\n" for s in sources)
+    if notes:
+        text += "\n" + "".join(f"Note: {n}\n\n" for n in notes)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         staged = Path(tmp) / "report"
         staged.mkdir()
         (staged / "report.md").write_text(text)
-        payload = {"bench": dataclasses.asdict(bench), "dataset": {"path": str(built.path), "counts": built.counts},
-                   "machine": where, "variants": [dataclasses.asdict(r) for r in results], "failed": failed}
+        payload = {"bench": bench, "dataset": dataset, "machine": where,
+                   "variants": [dataclasses.asdict(r) for r in results], "failed": failed}
+        if sources:
+            payload["merged_from"] = sources
+        if notes:
+            payload["notes"] = notes
         (staged / "curves.json").write_text(json.dumps(payload, indent=2))
         fig = plot(results, title)
         try:
@@ -107,10 +156,4 @@ def write_report(results: list, failed: dict[str, str], bench, built, folder: Pa
         finally:
             plt.close(fig)
         staged.rename(folder)
-    client = MlflowClient(uri)
-    for name in ("report.md", "curves.png", "curves.json"):
-        client.log_artifact(parent, str(folder / name))
-    for r in results:
-        client.log_metric(parent, f"{r.label}/best_exact", r.best.exact)
-    log.info("report written to %s", folder)
     return folder

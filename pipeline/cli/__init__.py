@@ -4,13 +4,40 @@
 from __future__ import annotations
 
 import logging
+import os
+import traceback
 
 import click
 
+# What a user got wrong (a file, a flag, a config value, a damaged dataset) and no command turned into a message:
+# one line naming it and exit status 1, as for the commands' own messages; the traceback only with --debug.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class Main(click.Group):
+    """The ``hrm`` group: user errors as one-line messages (:data:`USER_ERRORS`), tracebacks with ``--debug``."""
+
+    def invoke(self, ctx: click.Context):
+        debug = bool(ctx.params.get("debug")) or os.environ.get("HRM_DEBUG", "") not in ("", "0")
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as err:
+            cause = err.__cause__ or err.__context__  # what a command turned into its message
+            if debug and cause is not None:
+                traceback.print_exception(cause)
+            raise
+        except USER_ERRORS as err:
+            if debug:
+                raise
+            raise click.ClickException(f"{err} (hrm --debug shows where)") from err
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error (for a bug report); also "
+                                            "HRM_DEBUG=1.")
+def main(verbose: bool, debug: bool) -> None:
     """Train, sweep, track and ship Hierarchical Reasoning Models."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -64,3 +64,19 @@ def pick_variants(cfg, labels: str):
     if unknown or not wanted:
         raise ValueError(f"--variants: unknown {unknown or labels!r}; the file has {list(cfg.variants)}")
     return dataclasses.replace(cfg, variants={x: cfg.variants[x] for x in wanted})
+
+
+@bench.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The merged report's folder (a new one).")
+def merge(reports: tuple[Path, ...], out: Path) -> None:
+    """One report from the report folders of several runs of the same benchmark (e.g. `--variants trm,trm-mlp`
+    one day, `--variants hrm,hrm-fast` the next): refused unless budget, dataset and machine are the same."""
+    from pipeline.benchmark.merge import merge_reports
+
+    try:
+        folder = merge_reports(list(reports), out)
+    except ERRORS as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"report: {folder}/report.md, curves.png, curves.json")

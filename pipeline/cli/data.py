@@ -1,4 +1,5 @@
-"""``hrm data build`` and ``hrm data show``: build datasets with Ray Data and look at them."""
+"""``hrm data build``, ``hrm data show`` and ``hrm data check``: build datasets with Ray Data, look at them, check
+them."""
 
 from __future__ import annotations
 
@@ -54,3 +55,19 @@ def show(path: str, split: str, count: int) -> None:
         click.echo(render(path, split, count))
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
+
+
+@data.command()
+@click.argument("path")
+def check(path: str) -> None:
+    """Check a dataset (PATH: a folder or an s3:// / gs:// prefix): every part's size and checksum against
+    metadata.json, its schema, rows and tokens. `hrm train` runs the same check before it starts."""
+    from pipeline.data.loader import read_metadata
+    from pipeline.data.verify import verify_dataset
+
+    try:
+        done = verify_dataset(read_metadata(path))
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    sums = f"{done.checksums} with a recorded checksum" if done.checksums else "no checksums recorded (an older build)"
+    click.echo(f"{path}: OK — {done.parts} parts, {done.rows:,} rows, {sums}, in {done.seconds:.1f} s")

@@ -65,23 +65,22 @@ def part_files(meta: DatasetMeta, split: str) -> list[str]:
 def load_split(path: str | Path, split: str, limit: int | None = None, *,
                with_ids: bool = False) -> dict[str, np.ndarray]:
     """A split as NumPy arrays (plain pyarrow, no Ray), rows in ``example_id`` order; the first ``limit`` rows when
-    given. ``path`` is a local folder or an ``s3://`` / ``gs://`` prefix.
+    given. ``path`` is a local folder or an ``s3://`` / ``gs://`` prefix. Each part read is checked
+    (pipeline.data.verify.read_part): a damaged one is a DatasetError naming it.
 
     ``with_ids`` adds ``group_ids`` and ``example_ids`` (int64).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from pipeline import storage
+    from pipeline.data.verify import entries, read_part
 
     meta = read_metadata(path)
     columns = COLUMNS + ["group_id", "example_id"]
-    fs = storage.filesystem(meta.path)[0]
     tables, n = [], 0
-    for file in part_files(meta, split):
+    for entry in entries(meta, split):
         if limit is not None and n >= limit:
             break
-        table = pq.read_table(storage.filesystem(file)[1], columns=columns, filesystem=fs)
+        table = read_part(meta, entry).select(columns)  # checked: size, checksum, schema, tokens
         ids = table.column("example_id").to_numpy()
         if len(ids) > 1 and (np.diff(ids) < 0).any():  # a writer may order rows within a part freely
             table = table.take(np.argsort(ids, kind="stable"))

@@ -156,10 +156,16 @@ def index_parts(folder: str, prefix: str, expected_rows: int) -> list[dict[str, 
 
 
 def _part_entry(fs, root: str, folder: str, name: str, prefix: str) -> dict[str, Any]:
-    """``{"path", "rows", "first"}`` of one part, from its footer's ``example_id`` statistics."""
+    """``{"path", "rows", "first", "bytes", "sha256"}`` of one part: rows and first id from its footer's
+    ``example_id`` statistics, size and checksum of the file as written (readers check them: pipeline.data.verify)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    md = pq.read_metadata(f"{root}/{name}", filesystem=fs)
+    from pipeline.data.verify import sha256
+
+    with fs.open_input_stream(f"{root}/{name}") as stream:
+        data = stream.read()
+    md = pq.read_metadata(pa.BufferReader(data))
     col = md.schema.to_arrow_schema().get_field_index("example_id")
     lo = hi = None
     for g in range(md.num_row_groups):
@@ -170,7 +176,8 @@ def _part_entry(fs, root: str, folder: str, name: str, prefix: str) -> dict[str,
         hi = st.max if hi is None else max(hi, st.max)
     if md.num_rows and hi - lo + 1 != md.num_rows:
         raise RuntimeError(f"{folder}/{name}: example ids {lo}..{hi} are not one run of {md.num_rows} rows")
-    return {"path": f"{prefix}/{name}", "rows": int(md.num_rows), "first": int(lo) if md.num_rows else 0}
+    return {"path": f"{prefix}/{name}", "rows": int(md.num_rows), "first": int(lo) if md.num_rows else 0,
+            "bytes": len(data), "sha256": sha256(data)}
 
 
 # ------------------------------------------------------------------------------------------------ the Parquet schema

@@ -73,8 +73,10 @@ def overlapping(parts: list[Part], lo: int, hi: int) -> list[str]:
     return [p.path for p in parts if p.overlaps(lo, hi)]
 
 
-def read_range(parts: list[Part], lo: int, hi: int, seq_len: int):
-    """A Ray Dataset of the rows lo <= example_id < hi: only the parts that overlap the range are read."""
+def read_range(parts: list[Part], lo: int, hi: int, seq_len: int, vocab: tuple[int, int] | None = None,
+               where: str = "the dataset"):
+    """A Ray Dataset of the rows lo <= example_id < hi: only the parts that overlap the range are read; with
+    ``vocab`` every batch's tokens are checked on the way in (pipeline.train.share.compact_rows)."""
     import ray.data
 
     files = overlapping(parts, lo, hi)
@@ -82,7 +84,7 @@ def read_range(parts: list[Part], lo: int, hi: int, seq_len: int):
         raise ValueError(f"no Parquet part holds example ids [{lo}, {hi})")
     ds = ray.data.read_parquet(files, columns=COLUMNS, override_num_blocks=len(files))
     return ds.map_batches(compact_rows, batch_format="pyarrow", batch_size=None,
-                          fn_kwargs={"lo": lo, "hi": hi, "seq_len": seq_len})
+                          fn_kwargs={"lo": lo, "hi": hi, "seq_len": seq_len, "vocab": vocab, "where": where})
 
 
 class ShardedTrainData(DataConfig):
@@ -90,14 +92,17 @@ class ShardedTrainData(DataConfig):
     (:func:`pipeline.train.batches.worker_range` of ``shards`` contiguous shards). Build it with :meth:`for_split`;
     pass :meth:`whole` as ``datasets={"train": ...}`` (its name is what ``get_dataset_shard`` asks for)."""
 
-    def __init__(self, *, parts: list[Part], rows: int, seq_len: int, shards: int):
+    def __init__(self, *, parts: list[Part], rows: int, seq_len: int, shards: int,
+                 vocab: tuple[int, int] | None = None, where: str = "the dataset"):
         super().__init__(datasets_to_split="all")
         self.parts, self.rows, self.seq_len, self.shards = parts, rows, seq_len, shards
+        self.vocab, self.where = vocab, where  # checked on the way in (vocab_size, num_puzzle_identifiers)
 
     @classmethod
     def for_split(cls, meta, *, shards: int, split: str = "train") -> "ShardedTrainData":
         """For ``split`` of the dataset of ``meta`` (pipeline.data.meta.DatasetMeta)."""
-        return cls(parts=list_parts(meta, split), rows=meta.counts[split], seq_len=meta.seq_len, shards=shards)
+        return cls(parts=list_parts(meta, split), rows=meta.counts[split], seq_len=meta.seq_len, shards=shards,
+                   vocab=(meta.vocab_size, meta.num_puzzle_identifiers), where=str(meta.path))
 
     def whole(self):
         """The whole split as one lazy Dataset (never executed: :meth:`configure` gives each worker its share)."""
@@ -105,7 +110,8 @@ class ShardedTrainData(DataConfig):
 
     def share(self, world: int, rank: int):
         """Worker ``rank``'s Dataset: its example ids only."""
-        return read_range(self.parts, *worker_range(self.rows, self.shards, world, rank), self.seq_len)
+        lo, hi = worker_range(self.rows, self.shards, world, rank)
+        return read_range(self.parts, lo, hi, self.seq_len, self.vocab, self.where)
 
     def configure(self, datasets: dict[str, Any], world_size: int, worker_handles=None, worker_node_ids=None,
                   **kwargs) -> list[dict[str, Any]]:

@@ -87,12 +87,15 @@ def run_folder(cfg: TrainConfig) -> RunFolder:
 
 
 def prepare(cfg: TrainConfig, resume: bool):
-    """Every check that needs no cluster: the dataset, the run folder, the model config on the dataset's sizes.
+    """Every check that needs no cluster: the dataset (every part read and checked: pipeline.data.verify), the run
+    folder, the model config on the dataset's sizes.
     Returns the dataset's folder and metadata, and (parameters, bytes of training state per worker)."""
     from pipeline.data.loader import read_metadata
+    from pipeline.data.verify import verify_dataset
 
     data_path = resolve_data(cfg)
     meta = read_metadata(data_path)
+    verify_dataset(meta)  # a damaged part is named here, not in a worker hours later
     params, state_bytes = training_state_size(run_model_config(cfg, meta), ema=cfg.ema is not None)
     log.info("model: %s parameters, ≈ %s of weights, gradients and optimizer state per worker", f"{params:,}",
              _bytes(state_bytes))

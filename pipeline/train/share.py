@@ -7,21 +7,31 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.tokens import byte_matrix
+from pipeline.data.tokens import byte_matrix, token_problem
 
 Rows = dict[str, np.ndarray]
 
 
-def compact_rows(table: Any, lo: int, hi: int, seq_len: int) -> Rows:
-    """The rows of a pyarrow table with lo <= example_id < hi, as compact arrays."""
+def compact_rows(table: Any, lo: int, hi: int, seq_len: int, vocab: tuple[int, int] | None = None,
+                 where: str = "the dataset") -> Rows:
+    """The rows of a pyarrow table with lo <= example_id < hi, as compact arrays. With ``vocab`` (vocab_size,
+    num_puzzle_identifiers) a token or puzzle id the model cannot embed is a ValueError naming the example_id
+    (``where`` names the dataset): the parts were checked when the run started, so the dataset changed since."""
     import pyarrow.compute as pc
 
     ids = table.column("example_id")
     table = table.filter(pc.and_(pc.greater_equal(ids, lo), pc.less(ids, hi)))
-    return {"inputs": byte_matrix(table.column("inputs"), seq_len, "inputs"),
+    rows = {"inputs": byte_matrix(table.column("inputs"), seq_len, "inputs"),
             "labels": byte_matrix(table.column("labels"), seq_len, "labels"),
             "puzzle_ids": table.column("puzzle_id").to_numpy().astype(np.int32),
             "example_ids": table.column("example_id").to_numpy().astype(np.int64)}
+    if vocab is not None:
+        found = token_problem(rows["inputs"], rows["labels"], rows["puzzle_ids"], *vocab)
+        if found is not None:
+            row, what = found
+            raise ValueError(f"{where}: example_id {int(rows['example_ids'][row])}: {what} (the dataset changed after "
+                             f"the run checked it? `hrm data check` names the part)")
+    return rows
 
 
 def collect_share(iterator, lo: int, hi: int) -> Rows:

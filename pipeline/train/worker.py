@@ -52,7 +52,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if w.position.step % w.cfg.log_interval == 0 or done:
             done = log_train(w) or done  # True: stopped early
         if w.bar is not None:
-            w.bar.update(1)
+            w.bar.advance(w.position.step, w.position.trained_seconds)
         if w.position.step % w.cfg.eval_interval == 0 or w.clock.eval_due(w.position) or done:
             evaluate_and_checkpoint(w)
             w.clock.evaluated(w.position)  # the evaluation's time is not training time
@@ -184,8 +184,8 @@ def start(config: dict[str, Any]) -> Worker:
     batches = read_share(cfg, meta.counts["train"], rank, world)
     total_steps = int(min(cfg.max_steps or math.inf, cfg.epochs * batches.per_epoch))
     evals = load_eval_set(data_path, meta, task, cfg.eval_limit)
-    bar = make_bar(total_steps, position.step, config.get("progress")) if rank == 0 else None
     clock = Clock(seconds(cfg.max_minutes), seconds(cfg.eval_minutes), last_eval=position.trained_seconds)
+    bar = make_bar(total_steps, position, clock.max_seconds, config.get("progress")) if rank == 0 else None
     return Worker(cfg=cfg, rank=rank, world=world, device=device, meta=meta, model=model, forward=forward, opt=opt,
                   ema=ema, position=position, batches=batches, total_steps=total_steps, evals=evals, logger=logger,
                   bar=bar, early_stop=EarlyStop(cfg.early_stop_train_exact, cfg.early_stop_patience), clock=clock)
@@ -370,9 +370,10 @@ def quiet_data_stream(mode: str | None = None) -> None:
         quiet_console("ray.train", logging.WARNING)
 
 
-def make_bar(total: int, initial: int, mode: str | None) -> Any:
+def make_bar(total: int, position: checkpoint.Position, budget_seconds: float | None, mode: str | None) -> Any:
     """Rank 0's training progress: a Ray progress bar (``mode`` "bar", the driver is in a terminal) or a log line
-    every ~10% of the steps ("lines"); both take ``update(n)``, ``set_metrics(train_metrics)`` and ``close()``."""
+    every ~10% of the steps ("lines"), or of the training-time budget when there is one; all take
+    ``advance(step, trained_seconds)``, ``set_metrics(train_metrics)`` and ``close()``."""
     from pipeline.progress import make_progress
 
-    return make_progress(mode, total, initial)
+    return make_progress(mode, total, position.step, budget_seconds, position.trained_seconds)

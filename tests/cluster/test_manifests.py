@@ -121,7 +121,7 @@ def test_ray_images_and_pins_match_pyproject(path):
     text = path.read_text()
     images = re.findall(r"(?:image:|FROM)\s+(\S+)", text)
     ray_images = [i for i in images if "ray" in i.split("/")[-1] or "hrm-pipeline" in i]
-    if path.name != "mlflow.yaml":
+    if path.name not in ("mlflow.yaml", "network-policy.yaml"):
         assert ray_images, f"{path}: no Ray image"
     for image in ray_images:
         tag = image.rsplit(":", 1)[-1]
@@ -203,7 +203,7 @@ def test_launcher_config_is_valid_for_the_ray_autoscaler():
     assert config["file_mounts"][APP] == "."
     setup = " ".join(config["setup_commands"])
     assert f"pip install --quiet -e {APP}" in setup and f"ray[default,data,train,tune]=={ray_version()}" in setup
-    assert "--dashboard-host=0.0.0.0" in " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
 
 
 def test_submit_script_commands_are_real():
@@ -247,3 +247,109 @@ def test_mlflow_server_driver_is_a_project_dependency():
     assert env["BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
     assert pinned("psycopg2-binary")
     assert "psycopg2-binary" in " ".join(container["args"])  # the stock MLflow image lacks it: installed first
+    assert pinned("Flask-WTF") and "'Flask-WTF<2'" in " ".join(container["args"])  # nor Flask-WTF, for the login
+
+
+# ------------------------------------------------------------------------------------------------ who can reach what
+RAY_TOKEN = {"name": "hrm-ray-token", "key": "auth_token"}
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def from_secret(entry: dict | None, secret: dict) -> bool:
+    return bool(entry) and entry.get("valueFrom", {}).get("secretKeyRef") == secret
+
+
+def ray_specs() -> list[tuple[str, dict]]:
+    """(file, RayCluster spec) of every KubeRay manifest: the RayCluster and each RayJob's cluster."""
+    found = []
+    for path in sorted(KUBERAY.glob("*.yaml")):
+        for doc in docs(path):
+            if doc["kind"] == "RayCluster":
+                found.append((path.name, doc["spec"]))
+            elif doc["kind"] == "RayJob":
+                found.append((path.name, doc["spec"]["rayClusterSpec"]))
+    return found
+
+
+@pytest.mark.parametrize("name, spec", ray_specs(), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_ray_container_requires_the_token_and_logs_in_to_mlflow(name, spec):
+    """Ray's Jobs API runs whatever it is sent: every Ray pod enforces the token, and logs in to MLflow's
+    basic-auth with the mlflow-auth Secret (no credentials written in the file)."""
+    for c in containers(spec):
+        env = env_of(c)
+        assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{name}: {c['name']} without token auth"
+        assert from_secret(env.get("RAY_AUTH_TOKEN"), RAY_TOKEN), f"{name}: {c['name']}: token not from the Secret"
+        for key, field in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
+            assert from_secret(env.get(key), {"name": "mlflow-auth", "key": field}), f"{name}: {c['name']}: {key}"
+
+
+@pytest.mark.parametrize("name", sorted(RAYJOBS))
+def test_rayjob_submitters_carry_the_token(name):
+    """KubeRay's submitter pod runs `ray job submit` against the head: without the token it is refused."""
+    (job,) = [d for d in docs(KUBERAY / name) if d["kind"] == "RayJob"]
+    (submitter, *_) = job["spec"]["submitterPodTemplate"]["spec"]["containers"]  # the first one submits
+    env = env_of(submitter)
+    assert env["RAY_AUTH_MODE"]["value"] == "token" and from_secret(env["RAY_AUTH_TOKEN"], RAY_TOKEN)
+    assert "command" not in submitter, "KubeRay supplies the submit command from the entrypoint"
+    assert job["spec"]["submitterPodTemplate"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_mlflow_server_requires_a_login():
+    items = {(d["kind"], d["metadata"]["name"]): d for d in docs(KUBERAY / "mlflow.yaml")}
+    (container,) = containers(items[("Deployment", "mlflow")])
+    command, env = " ".join(container["args"]), env_of(container)
+    assert "--app-name basic-auth" in command
+    assert from_secret(env["MLFLOW_AUTH_ADMIN_USERNAME"], {"name": "mlflow-auth", "key": "username"})
+    assert from_secret(env["MLFLOW_AUTH_ADMIN_PASSWORD"], {"name": "mlflow-auth", "key": "password"})
+    assert from_secret(env["MLFLOW_FLASK_SERVER_SECRET_KEY"], {"name": "mlflow-auth", "key": "secret-key"})
+    assert '> "$MLFLOW_AUTH_CONFIG_PATH"' in command  # the auth config is written before the server starts
+
+
+def test_network_policies_admit_only_the_namespace():
+    """Ray pods and MLflow take connections from pods of their namespace only, PostgreSQL from MLflow only."""
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs(KUBERAY / "network-policy.yaml")
+                if d["kind"] == "NetworkPolicy"}
+    selected = {name: spec["podSelector"]["matchLabels"] for name, spec in policies.items()}
+    assert selected == {"hrm-ray": {"ray.io/is-ray-node": "yes"}, "mlflow": {"app": "mlflow"},
+                        "mlflow-db": {"app": "mlflow-db"}}
+    for name, spec in policies.items():
+        assert spec["policyTypes"] == ["Ingress"]
+        for rule in spec["ingress"]:
+            assert rule.get("from"), f"{name}: an ingress rule without `from` admits everyone"
+            for peer in rule["from"]:
+                assert set(peer) == {"podSelector"}, f"{name}: {peer} admits more than this namespace's pods"
+    (db_rule,) = policies["mlflow-db"]["ingress"]
+    assert db_rule["from"] == [{"podSelector": {"matchLabels": {"app": "mlflow"}}}]
+    labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in docs(KUBERAY / "mlflow.yaml")
+              if d["kind"] == "Deployment"}
+    assert labels == {"mlflow-db": {"app": "mlflow-db"}, "mlflow": {"app": "mlflow"}}  # what the policies select
+
+
+def test_launcher_nodes_require_the_token_and_keep_the_dashboard_local():
+    config = docs(CLUSTER / "launcher-aws.yaml")[0]
+    token = "/home/ray/.ray/auth_token"
+    assert config["file_mounts"][token] == "~/.ray/auth_token"
+    assert config["file_mounts"]["/home/ray/.mlflow/credentials"] == "~/.mlflow/credentials"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(config[key])
+        assert "RAY_AUTH_MODE=token" in start and f"RAY_AUTH_TOKEN_PATH={token}" in start, key
+        assert "0.0.0.0" not in start, key
+
+
+def test_the_guide_creates_every_secret_the_manifests_use():
+    """A Secret named in a manifest but created nowhere in the guide leaves pods in CreateContainerConfigError."""
+    used = {ref["name"] for path in KUBERAY.glob("*.yaml") for doc in docs(path) for ref in walk(doc, "secretKeyRef")}
+    assert used == {"hrm-ray-token", "mlflow-db", "mlflow-auth"}
+    keys = {(ref["name"], ref["key"]) for path in KUBERAY.glob("*.yaml") for doc in docs(path)
+            for ref in walk(doc, "secretKeyRef")}
+    guide = (CLUSTER / "README.md").read_text()
+    for secret in used:
+        assert f"create secret generic {secret} " in guide, secret
+        created = guide.split(f"create secret generic {secret} ", 1)[1].split("\n\n", 1)[0].split("kubectl", 1)[0]
+        for name, key in keys:
+            if name == secret:
+                assert f"--from-literal={key}=" in created, f"the guide's {secret} has no {key}"
+    assert "kubectl -n hrm apply -f cluster/kuberay/network-policy.yaml" in guide

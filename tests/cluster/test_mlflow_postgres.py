@@ -1,11 +1,14 @@
 """The MLflow server the cluster guide deploys (cluster/kuberay/mlflow.yaml), on a real PostgreSQL: the manifest's own
 `mlflow server` command and environment, with its `postgresql+psycopg2://` store on a PostgreSQL started here
 (Debian's package, a temporary cluster on 127.0.0.1 with password auth) and artifacts served through the server.
-A tiny `hrm train` logs and registers its model through it; the registry rows are in PostgreSQL.
+The server requires a login (MLflow's basic-auth app, its users in the same PostgreSQL): a request without the
+password, or with a wrong one, is refused; a tiny `hrm train` with the admin login the Ray pods get logs and
+registers its model through it; the registry rows are in PostgreSQL.
 
 Changed from the manifest only where a pod differs from this machine: host 127.0.0.1 and a free port instead of
-0.0.0.0:5000, one gunicorn worker instead of two, no `pip install` (the venv has psycopg2-binary). Skipped, saying
-why, where PostgreSQL is not installed (`make test` installs it when it runs as root with apt-get).
+0.0.0.0:5000, one worker instead of two, no `pip install` (the venv has psycopg2-binary), the auth config file in a
+temporary folder, and the Secrets' values made up here. Skipped, saying why, where PostgreSQL is not installed
+(`make test` installs it when it runs as root with apt-get).
 """
 
 from __future__ import annotations
@@ -130,31 +133,37 @@ def manifest_server() -> tuple[dict[str, str], str]:
 def mlflow_server(postgres, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mlflow-pg")
     env_values, shell = manifest_server()
-    command = shell.split("exec ", 1)[1]  # the server itself; the pip install before it is the image's business
+    pip, command = shell.split(" && ", 1)  # the pip install first is the image's business
+    assert pip.startswith("pip install") and "exec mlflow server" in command
     port = free_port()
     command = (command.replace("--host 0.0.0.0", "--host 127.0.0.1").replace("--port 5000", f"--port {port}")
                .replace("--workers 2", "--workers 1"))
     db_uri = (env_values["BACKEND_STORE_URI"].replace("$(DB_PASSWORD)", postgres["password"])
               .replace("@mlflow-db:5432/", f"@127.0.0.1:{postgres['port']}/"))
     assert db_uri.startswith("postgresql+psycopg2://mlflow:")
+    login = {"username": "admin", "password": secrets.token_hex(8)}  # the mlflow-auth Secret
     env = {**os.environ, **env_values, "BACKEND_STORE_URI": db_uri, "ARTIFACTS_DESTINATION": str(tmp / "artifacts"),
+           "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "basic_auth.ini"), "MLFLOW_AUTH_ADMIN_USERNAME": login["username"],
+           "MLFLOW_AUTH_ADMIN_PASSWORD": login["password"], "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
            "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)
     log = tmp / "mlflow.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, cwd=tmp, stdout=out,
+        proc = subprocess.Popen(["sh", "-c", command], env=env, cwd=tmp, stdout=out,  # the pod's /bin/sh -c
                                 stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
         try:
-            return requests.get(f"{uri}/health", timeout=2).status_code == 200
+            return requests.get(f"{uri}/health", timeout=2).status_code in (200, 401)
         except requests.ConnectionError:
             return False
 
     try:
         wait_until("mlflow server", ready, proc, log, timeout=120)
-        yield {"uri": uri, "tmp": tmp, "log": log, "command": shlex.split(command)}
+        yield {"uri": uri, "tmp": tmp, "log": log, "command": shlex.split(command.split("exec ", 1)[1]),
+               "login": login}
     finally:
         stop_group(proc)
 
@@ -164,9 +173,21 @@ def hrm(*args: str, cwd: Path, env: dict, timeout: float = 400) -> subprocess.Co
                           timeout=timeout)
 
 
-def test_train_registers_through_the_manifest_server_on_postgres(mlflow_server, postgres):
+def test_the_server_refuses_requests_without_its_login(mlflow_server):
+    search = f"{mlflow_server['uri']}/api/2.0/mlflow/experiments/search?max_results=5"
+    assert requests.get(search, timeout=10).status_code == 401
+    assert requests.get(search, auth=("admin", "wrong"), timeout=10).status_code == 401
+    login = mlflow_server["login"]
+    assert requests.get(search, auth=(login["username"], login["password"]), timeout=10).status_code == 200
+
+
+def test_train_registers_through_the_manifest_server_on_postgres(mlflow_server, postgres, monkeypatch):
     tmp, uri = mlflow_server["tmp"], mlflow_server["uri"]
-    assert "--serve-artifacts" in mlflow_server["command"]
+    assert "--serve-artifacts" in mlflow_server["command"] and "basic-auth" in mlflow_server["command"]
+    login = {"MLFLOW_TRACKING_USERNAME": mlflow_server["login"]["username"],
+             "MLFLOW_TRACKING_PASSWORD": mlflow_server["login"]["password"]}  # what the Ray pods get
+    for name, value in login.items():
+        monkeypatch.setenv(name, value)  # this process's MlflowClient below, and the hrm commands
     (tmp / "data.yaml").write_text(yaml.safe_dump({
         "name": "tiny", "task": "sudoku", "seed": 5,
         "sudoku": {"box": [2, 2], "count": 40, "min_rating": 0, "test_fraction": 0.2, "augmentations": 2,
@@ -197,3 +218,5 @@ def test_train_registers_through_the_manifest_server_on_postgres(mlflow_server, 
         assert [int(v) for (v,) in cur.fetchall()] == [int(version.version)]
         cur.execute("select status from runs where run_uuid = %s", (run.info.run_id,))
         assert cur.fetchone() == ("FINISHED",)
+        cur.execute("select username, is_admin from users")  # ... and so do the logins
+        assert cur.fetchall() == [("admin", True)]

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from pipeline import progress
-from pipeline.progress import StepLines, crossed, format_duration, progress_mode, quiet_console
+from pipeline.progress import BudgetLines, StepLines, crossed, format_duration, progress_mode, quiet_console
 
 
 class FakeTTY(io.StringIO):
@@ -139,6 +139,36 @@ def test_default_emit_is_an_info_log_line(caplog):
     with caplog.at_level(logging.INFO, logger="pipeline.progress"):
         StepLines(1, clock=Clock()).update(1)
     assert [r.getMessage() for r in caplog.records] == ["train step 1/1 (100%) | 0s elapsed | ? steps/s | ETA 0s"]
+
+
+def test_under_a_time_budget_lines_follow_training_time_not_steps():
+    """The run under ``max_minutes`` (the benchmark's): a line each tenth of the budget, which says training time
+    done and left, the step and the pace; the step count against epochs would say nothing (an ETA of days)."""
+    emitted = []
+    bar = BudgetLines(3600, emit=emitted.append)
+    bar.set_metrics({"train/lm_loss": 0.5, "train/exact_accuracy": 0.25})
+    for step in range(1, 1201):
+        bar.advance(step, step * 3.0)  # 3 s a step: 1200 steps fill the hour
+    assert len(emitted) == 10
+    assert emitted[0] == ("training time 6m00s/1h00m (10%) | step 120 | 3 s/step | 54m00s left | loss 0.5 | "
+                          "exact 0.250")
+    assert emitted[-1].startswith("training time 1h00m/1h00m (100%) | step 1200 | 3 s/step | 0s left")
+    assert bar.close() is None
+
+
+def test_a_resumed_budget_run_goes_on_from_its_trained_time_and_closes_once():
+    emitted = []
+    bar = BudgetLines(100, initial_seconds=42.0, initial_step=7, emit=emitted.append)
+    for step in range(8, 20):
+        bar.advance(step, 42.0 + (step - 7) * 1.0)  # to 54 s
+    assert [line.split(" | ")[0] for line in emitted] == ["training time 50s/1m40s (50%)"]
+    assert bar.close().startswith("training time 54s/1m40s (54%) | step 19 | 1 steps/s | 46s left")
+    assert bar.close() is None
+
+
+@pytest.mark.parametrize("budget, kind", [(None, StepLines), (60.0, BudgetLines)])
+def test_the_display_follows_the_budget(budget, kind):
+    assert isinstance(progress.make_progress("lines", 100, 0, budget), kind)
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.4, "59s"), (60, "1m00s"), (187, "3m07s"),

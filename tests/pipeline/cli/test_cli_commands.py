@@ -25,8 +25,10 @@ COMMANDS = {
 }
 OPTIONS = {  # each command's options and arguments, in order
     "bench reasoning": ["--config", "--minutes", "--eval-minutes", "--variants", "--out", "--tracking-uri"],  # #16
+    "bench merge": ["reports", "--out"],  # #16: one report from several runs of a benchmark
     "data build": ["task", "--config", "--out", "--seed", "--workers", "--overwrite", "--skip-invalid"],
     "data show": ["path", "--split", "-n"],
+    "data check": ["path"],  # #15: a dataset's parts against metadata.json
     "demo": ["--workdir", "--data-config", "--train-config"],
     "eval": ["--model", "--tracking-uri", "--data", "--split", "--limit", "--batch-size",
              "--max-steps", "--votes", "--seed", "--experiment", "--log"],  # issue #11 added the last five
@@ -55,8 +57,12 @@ def test_each_command_keeps_its_options(path):
     assert CliRunner().invoke(main, [*path.split(), "--help"]).exit_code == 0
 
 
-def test_data_group_lists_build_and_show():
-    assert sorted(main.commands["data"].commands) == ["build", "show"]
+def test_data_group_lists_build_show_and_check():
+    assert sorted(main.commands["data"].commands) == ["build", "check", "show"]
+
+
+def test_the_group_keeps_its_options():
+    assert [p.opts[0] for p in main.params] == ["-v", "--debug"]  # --debug: #15
 
 
 def test_bad_set_is_a_usage_error():

@@ -22,17 +22,6 @@ SMALL = {"name": "tiny", "task": "sudoku", "seed": 5, "rows_per_file": 60,
                     "chunk_size": 10}}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from pipeline.ray_utils import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path

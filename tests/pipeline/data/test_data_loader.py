@@ -96,17 +96,6 @@ def test_missing_split_folder_and_unknown_split(dataset):
         read_metadata(path)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from pipeline.ray_utils import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_read_split_matches_load_split(ray_session, tmp_path):
     path = tmp_path / "ds"

@@ -1,5 +1,7 @@
 """The stages of ``hrm data build`` one by one, in process and without Ray: originals → split → plan → encode → parts."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -161,8 +163,11 @@ def test_index_parts_orders_parts_by_example_id_and_checks_the_tiling(tmp_path):
     write_part(tmp_path / "part-b.parquet", rows, rows, ids, ids, 0)
     write_part(tmp_path / "part-a.parquet", rows, rows, ids, ids, 4)
     parts = index_parts(str(tmp_path), "train", 8)
-    assert parts == [{"path": "train/part-b.parquet", "rows": 4, "first": 0},
-                     {"path": "train/part-a.parquet", "rows": 4, "first": 4}]
+    assert [{k: p[k] for k in ("path", "rows", "first")} for p in parts] == [
+        {"path": "train/part-b.parquet", "rows": 4, "first": 0}, {"path": "train/part-a.parquet", "rows": 4, "first": 4}]
+    for p in parts:  # what readers check the part against (pipeline.data.verify)
+        written = (tmp_path / p["path"].split("/")[1]).read_bytes()
+        assert (p["bytes"], p["sha256"]) == (len(written), hashlib.sha256(written).hexdigest())
     with pytest.raises(RuntimeError, match="wrote 8 rows, planned 9"):
         index_parts(str(tmp_path), "train", 9)
     write_part(tmp_path / "part-c.parquet", rows, rows, ids, ids, 10)

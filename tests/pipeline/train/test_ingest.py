@@ -18,17 +18,6 @@ SEQ = 4
 PARTS = [range(10, 20), range(0, 10), range(20, 30)]  # name order is not example_id order
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from pipeline.ray_utils import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def write_part(path, ids, statistics=True):
     ids = np.asarray(ids, np.int64)
     tokens = [bytes([i % 250 + 1] * SEQ) for i in ids]

@@ -27,17 +27,6 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from pipeline.ray_utils import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def dataset(workdir, ray_session):
     cfg = from_dict(DataConfig, {"name": "tiny", "task": "sudoku", "seed": 3, "sudoku": {
         "box": [2, 2], "count": 60, "min_rating": 0, "test_fraction": 0.2, "augmentations": 4,
