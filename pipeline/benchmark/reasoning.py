@@ -66,13 +66,15 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
                   stamp: str | None = None) -> Outcome:
     """Every variant of ``bench`` (files named relative to ``base``) trained for ``bench.minutes`` on the same
     dataset, then the report. A variant that fails is reported as failed and the others go on (hours of finished
-    variants are not thrown away); RuntimeError when none finished. Ctrl-C stops the whole benchmark."""
+    variants are not thrown away); RuntimeError when none finished. Ctrl-C stops the whole benchmark; the report
+    folder then holds the variants finished before it (it is rewritten after each)."""
     from pipeline import tracking
-    from pipeline.benchmark.report import write_report
+    from pipeline.benchmark.report import machine, write_progress, write_report
     from pipeline.data.build import build_dataset
     from pipeline.data.config import load_config
 
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(bench.out) / f"{bench.name}-{stamp}"
     uri = tracking.store_uri(tracking_uri)
     configs = {label: load_variant(bench, base, label, stamp) for label in bench.variants}  # all checked first
     data_cfg = load_config(bench.path(bench.data_config, base))
@@ -82,6 +84,7 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
                                 {"minutes": bench.minutes, "eval_minutes": bench.eval_minutes, "votes": bench.votes,
                                  "deeper": bench.deeper, "variants": ",".join(bench.variants)},
                                 {"hrm.kind": "bench", "dataset": str(built.path)}, [])
+    where = machine()  # measured before training: the speed of this machine as the variants ran
     try:
         results, failed = [], {}
         for label, cfg in configs.items():
@@ -92,9 +95,12 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
             except Exception as err:  # noqa: BLE001 -- reported, and the next variant runs
                 log.error("variant %s failed: %s", label, err)
                 failed[label] = f"{type(err).__name__}: {err}"
+            if results:  # the report so far, kept if the benchmark is stopped or killed later
+                log.info("report of %d finished variant(s): %s", len(results),
+                         write_progress(results, failed, bench, built, folder, where))
         if not results:
             raise RuntimeError("every variant failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-        folder = write_report(results, failed, bench, built, Path(bench.out) / f"{bench.name}-{stamp}", uri, parent)
+        write_report(results, failed, bench, built, folder, uri, parent, where)
     except BaseException as err:
         tracking.end_run(uri, parent, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise

@@ -102,12 +102,12 @@ def plot(results: list, title: str):
     return fig
 
 
-def write_report(results: list, failed: dict[str, str], bench, built, folder: Path, uri: str, parent: str) -> Path:
-    """The benchmark's report (:func:`write_files`), logged to the ``parent`` run with each variant's best."""
+def write_report(results: list, failed: dict[str, str], bench, built, folder: Path, uri: str, parent: str,
+                 where: dict[str, Any]) -> Path:
+    """The benchmark's report (:func:`write_progress`), logged to the ``parent`` run with each variant's best."""
     from mlflow.tracking import MlflowClient
 
-    dataset = {"path": str(built.path), "counts": built.counts}
-    write_files(folder, results, failed, dataclasses.asdict(bench), dataset, machine())
+    write_progress(results, failed, bench, built, folder, where)
     client = MlflowClient(uri)
     for name in ("report.md", "curves.png", "curves.json"):
         client.log_artifact(parent, str(folder / name))
@@ -117,16 +117,25 @@ def write_report(results: list, failed: dict[str, str], bench, built, folder: Pa
     return folder
 
 
+def write_progress(results: list, failed: dict[str, str], bench, built, folder: Path, where: dict[str, Any]) -> Path:
+    """The report of the variants finished so far, replacing the previous one in ``folder``: written after every
+    variant, so that a benchmark stopped or killed hours in keeps what it measured (``hrm bench merge`` joins it to a
+    later run of the other variants)."""
+    dataset = {"path": str(built.path), "counts": built.counts}
+    return write_files(folder, results, failed, dataclasses.asdict(bench), dataset, where, replace=True)
+
+
 def write_files(folder: Path, results: list, failed: dict[str, str], bench: dict[str, Any], dataset: dict[str, Any],
-                where: dict[str, Any], sources: list[str] | None = None, notes: list[str] | None = None) -> Path:
+                where: dict[str, Any], sources: list[str] | None = None, notes: list[str] | None = None,
+                replace: bool = False) -> Path:
     """Write report.md, curves.png and curves.json into ``folder`` (written in a temporary folder beside it and
-    renamed into place: a folder there is whole; one there already is refused). ``bench`` is the benchmark's
-    settings, ``dataset`` its path and split counts, ``where`` the machine, ``sources`` the reports a merged one
-    was made of."""
+    renamed into place: a folder there is whole). A folder there already is refused, or with ``replace`` swapped
+    out (it must be a report: it holds curves.json). ``bench`` is the benchmark's settings, ``dataset`` its path and
+    split counts, ``where`` the machine, ``sources`` the reports a merged one was made of."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
-    if folder.exists():
+    if folder.exists() and not (replace and (folder / "curves.json").is_file()):
         raise FileExistsError(f"{folder} exists already: the report goes to a new folder")
     title = (f"{Path(dataset['path']).name}: {dataset['counts']['test']} held-out puzzles, {bench['minutes']:g} min "
              f"per variant — {where['cpu']} ({where['cpu_count']} CPUs, {where['cpu_capability']})")
@@ -155,5 +164,8 @@ def write_files(folder: Path, results: list, failed: dict[str, str], bench: dict
             fig.savefig(staged / "curves.png", dpi=120)
         finally:
             plt.close(fig)
+        if folder.exists():  # the previous report of a running benchmark: out of the way, then gone
+            staged.parent.joinpath("previous").mkdir()
+            folder.rename(staged.parent / "previous" / "report")
         staged.rename(folder)
     return folder

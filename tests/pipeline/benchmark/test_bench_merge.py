@@ -121,3 +121,44 @@ def test_cli_merges_or_exits_non_zero_with_the_reason(tmp_path):
     good = runner.invoke(main, ["bench", "merge", str(a), str(c), "--out", str(tmp_path / "m")])
     assert good.exit_code == 0, good.output
     assert f"report: {tmp_path / 'm'}/report.md" in good.output
+
+
+def test_a_benchmark_stopped_midway_keeps_the_report_of_its_finished_variants(tmp_path, monkeypatch):
+    """The report is rewritten after each variant: Ctrl-C (or the end of a session) in the second hour leaves the
+    first variant's report, ready for ``hrm bench merge`` with a later run of the others."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    import pipeline.data.build
+    from pipeline.benchmark import reasoning, report
+    from pipeline.benchmark.config import load_bench
+    from pipeline.demo import CONFIGS
+
+    bench = load_bench(CONFIGS / "bench-reasoning.yaml", out=str(tmp_path / "out"), storage_path=str(tmp_path))
+    built = SimpleNamespace(path=tmp_path / "sudoku-6x6-minimal", counts={"train": 160000, "test": 500})
+    monkeypatch.setattr(pipeline.data.build, "build_dataset", lambda cfg: built)
+    monkeypatch.setattr(report, "machine", lambda: dict(MACHINE))
+    trained = []
+
+    def train_variant(label, cfg, uri, parent, bench):
+        trained.append(label)
+        if len(trained) == 3:
+            raise KeyboardInterrupt  # the user, or the session's end, in the third variant
+        if label == "hrm-fast":
+            raise RuntimeError("out of memory")
+        return variant(label, [0.25, 0.5])
+
+    monkeypatch.setattr(reasoning, "train_variant", train_variant)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        reasoning.run_benchmark(bench, CONFIGS, uri, stamp="t")
+    kept = read_part(tmp_path / "out" / "reasoning-t")
+    assert [r.label for r in kept["variants"]] == ["hrm"] and kept["failed"] == {"hrm-fast": "RuntimeError: out of memory"}
+    assert kept["machine"] == MACHINE and kept["bench"]["minutes"] == 60
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["reasoning-t"]  # no staging folder left
+    (parent,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("hrm-bench").experiment_id])
+    assert parent.info.status == "KILLED"
+    later = part(tmp_path, "later", ["trm", "trm-mlp"])
+    merged = read_part(merge_reports([tmp_path / "out" / "reasoning-t", later], tmp_path / "all"))
+    assert [r.label for r in merged["variants"]] == ["hrm", "trm", "trm-mlp"]

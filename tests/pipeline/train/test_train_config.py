@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -10,14 +11,22 @@ from pipeline.cli import main
 
 @pytest.fixture
 def fake_dataset(tmp_path):
+    """A small dataset in the build's format (one part per split, listed with size and checksum): 64 train rows,
+    8 test rows of 4×4 Sudoku tokens. ``hrm train`` reads every part before it starts."""
+    from pipeline.data.meta import write_metadata
+    from pipeline.data.write import index_parts, write_part
+
     d = tmp_path / "data"
-    d.mkdir()
-    (d / "train").mkdir()
-    (d / "test").mkdir()
-    meta = {"task": "sudoku", "task_args": {"box": [2, 2]}, "vocab_size": 6, "seq_len": 16,
-            "num_puzzle_identifiers": 1, "counts": {"train": 64, "test": 8}, "groups": {"train": 8, "test": 1},
-            "config": {}, "seed": 0, "fingerprint": "x"}
-    (d / "metadata.json").write_text(json.dumps(meta))
+    rng = np.random.default_rng(0)
+    counts, files = {"train": 64, "test": 8}, {}
+    for split, rows in counts.items():
+        (d / split).mkdir(parents=True)
+        tokens = rng.integers(0, 6, (2, rows, 16), dtype=np.uint8)
+        write_part(d / split / "part-00000.parquet", tokens[0], tokens[1], np.zeros(rows, np.int32), np.arange(rows), 0)
+        files[split] = index_parts(str(d / split), split, rows)
+    write_metadata(d, {"task": "sudoku", "task_args": {"box": [2, 2]}, "vocab_size": 6, "seq_len": 16,
+                       "num_puzzle_identifiers": 1, "counts": counts, "groups": {"train": 8, "test": 1},
+                       "config": {}, "seed": 0, "fingerprint": "x", "files": files})
     return d
 
 
