@@ -69,7 +69,7 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
     variants are not thrown away); RuntimeError when none finished. Ctrl-C stops the whole benchmark; the report
     folder then holds the variants finished before it (it is rewritten after each)."""
     from pipeline import tracking
-    from pipeline.benchmark.report import machine, write_progress, write_report
+    from pipeline.benchmark.report import log_report, machine, write_progress
     from pipeline.data.build import build_dataset
     from pipeline.data.config import load_config
 
@@ -100,7 +100,7 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
                          write_progress(results, failed, bench, built, folder, where))
         if not results:
             raise RuntimeError("every variant failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-        write_report(results, failed, bench, built, folder, uri, parent, where)
+        log_report(results, folder, uri, parent)  # the loop wrote it after the last variant
     except BaseException as err:
         tracking.end_run(uri, parent, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise

@@ -102,12 +102,11 @@ def plot(results: list, title: str):
     return fig
 
 
-def write_report(results: list, failed: dict[str, str], bench, built, folder: Path, uri: str, parent: str,
-                 where: dict[str, Any]) -> Path:
-    """The benchmark's report (:func:`write_progress`), logged to the ``parent`` run with each variant's best."""
+def log_report(results: list, folder: Path, uri: str, parent: str) -> Path:
+    """The finished report in ``folder`` (written by :func:`write_progress` after the last variant) logged to the
+    ``parent`` run, with each variant's best."""
     from mlflow.tracking import MlflowClient
 
-    write_progress(results, failed, bench, built, folder, where)
     client = MlflowClient(uri)
     for name in ("report.md", "curves.png", "curves.json"):
         client.log_artifact(parent, str(folder / name))

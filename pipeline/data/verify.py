@@ -6,8 +6,8 @@ deep inside a training worker (``OSError: ZSTD decompression failed``, or ``Inde
 - :func:`verify_dataset` checks every listed part: its size and checksum, that it is a Parquet file of the dataset's
   schema holding the rows metadata.json says, and that its tokens and puzzle ids fit the vocabulary. ``hrm train``
   runs it before any cluster work, ``hrm data check`` on demand.
-- :func:`read_part` does the same for one part as it is read (``load_split``: evaluation, ``hrm solve``,
-  ``hrm data show``).
+- :func:`read_part` does the same for one part as it is read (``load_split``: ``hrm eval``, the
+  evaluations in training, ``hrm data show``).
 - Batches on their way into a training worker are checked for token range too (pipeline.train.share).
 
 Datasets built before checksums were recorded are checked for everything else.
