@@ -74,13 +74,20 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
     client = MlflowClient(tracking_uri)
     run = client.create_run(experiment_id(client, tracking_uri, experiment), run_name=run_name,
                             tags=run_tags(tags))
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[start:start + 100])
-    for path in artifacts:
-        client.log_artifact(run.info.run_id, str(path))
-    if dataset is not None:
-        log_dataset(client, run.info.run_id, dataset)
+    try:  # a run that could not be set up (an artifact store that refuses writes…) ends FAILED, not RUNNING
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(run.info.run_id, params=items[start:start + 100])
+        for path in artifacts:
+            client.log_artifact(run.info.run_id, str(path))
+        if dataset is not None:
+            log_dataset(client, run.info.run_id, dataset)
+    except BaseException:
+        try:
+            client.set_terminated(run.info.run_id, status="FAILED")
+        except Exception as err:  # noqa: BLE001 (the store may be what failed)
+            log.warning("could not mark MLflow run %s FAILED: %s", run.info.run_id, err)
+        raise
     return run.info.run_id
 
 
@@ -164,6 +171,25 @@ def store_uri(explicit: str | None = None, folder: Path | None = None) -> str:
     ``<folder, default the working directory>/mlflow.db``."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{(folder or Path.cwd()) / 'mlflow.db'}"
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when an http(s) tracking server does not take connections: one TCP connect to its host and port
+    (no request, so no login needed); ConnectionError naming the URI. Other stores (``sqlite:///``, files) pass."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:  # ValueError: a port that is not a number
+        reason = str(err) or type(err).__name__
+        raise ConnectionError(f"MLflow tracking server {tracking_uri} is unreachable ({reason}): start it, or point "
+                              "MLFLOW_TRACKING_URI / tracking.tracking_uri at one") from err
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:

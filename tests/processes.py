@@ -7,6 +7,9 @@ import signal
 import socket
 import subprocess
 import time
+from typing import Callable
+
+import pytest
 
 
 def free_port() -> int:
@@ -35,3 +38,16 @@ def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
                 return
             time.sleep(0.2)
     proc.wait(timeout=10)
+
+
+def wait_until(what: str, ready: Callable[[], bool], proc: subprocess.Popen, output: Callable[[], str],
+               timeout: float = 90, poll: float = 0.2) -> None:
+    """Poll ``ready()`` until it is true; fail the test naming ``what``, with the tail of ``output()``, when ``proc``
+    exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited with {proc.returncode} first:\n{output()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s:\n{output()[-3000:]}")
+        time.sleep(poll)

@@ -12,7 +12,7 @@ import click
 # What a user got wrong (a file, a flag, a config value, a damaged dataset) and no command turned into a message:
 # one line naming it and exit status 1, as for the commands' own messages; the traceback only with --debug.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-               PermissionError)
+               PermissionError, ConnectionError)  # FileExistsError: also an output another job holds (pipeline.locks)
 
 
 class Main(click.Group):

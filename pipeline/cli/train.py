@@ -30,8 +30,8 @@ def train(config: Path | None, sets: tuple[str, ...], resume: bool) -> None:
     cfg = load_config(config, sets)
     try:  # run_training checks all that needs no cluster (pipeline.train.run.prepare) before Ray starts
         outcome = run_training(cfg, resume=resume, config_file=config)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        raise click.ClickException(str(err)) from err
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ConnectionError) as err:
+        raise click.ClickException(str(err)) from err  # FileExistsError: the run exists, or another job holds it
     report(outcome)
 
 

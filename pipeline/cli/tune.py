@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -20,18 +21,22 @@ ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 @click.option("--resume", is_flag=True, help="Continue a stopped sweep: finished trials are not run again.")
 def tune(config: Path, sets: tuple[str, ...], resume: bool) -> None:
     """Sweep the training job with Ray Tune; report each trial in MLflow; register the best model."""
+    from pipeline import locks
     from pipeline.tune.config import load_sweep_config
-    from pipeline.tune.run import prepare_sweep, run_sweep
+    from pipeline.tune.run import prepare_sweep, run_sweep, sweep_folder
 
-    try:
-        plan = prepare_sweep(load_sweep_config(config, parse_sets(sets)), resume=resume, sweep_file=config)
-        sweep = plan.sweep  # every check needing no cluster is done
-    except ERRORS as err:
-        raise click.ClickException(str(err)) from err
-    try:
-        outcome = run_sweep(sweep, resume=resume, sweep_file=config, plan=plan)
-    except ERRORS as err:
-        raise click.ClickException(str(err)) from err
+    with ExitStack() as held:
+        try:
+            sweep = load_sweep_config(config, parse_sets(sets))
+            held.enter_context(locks.hold(sweep_folder(sweep), f"hrm tune {sweep.name}"))  # one sweep per folder
+            plan = prepare_sweep(sweep, resume=resume, sweep_file=config)
+            sweep = plan.sweep  # every check needing no cluster is done
+        except ERRORS as err:
+            raise click.ClickException(str(err)) from err
+        try:
+            outcome = run_sweep(sweep, resume=resume, sweep_file=config, plan=plan)
+        except ERRORS as err:
+            raise click.ClickException(str(err)) from err
     if outcome.interrupted:
         click.echo(f"sweep {sweep.name} stopped before its trials finished; continue it with: "
                    f"hrm tune --config {config} --resume", err=True)

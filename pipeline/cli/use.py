@@ -237,23 +237,42 @@ def _solver_for(model_uri: str, data: Path):
 @click.option("--env-manager", default="local", show_default=True, type=click.Choice(["local", "virtualenv"]),
               help="local: this environment; virtualenv: a fresh one built from the model's pinned requirements "
                    "(needs pyenv on PATH; minutes the first time).")
-def serve(model_uri: str, tracking_uri: str | None, host: str, port: int, workers: int, env_manager: str) -> None:
+@click.option("--max-puzzles", type=click.IntRange(min=1), help="Puzzles per request at most; more are answered "
+              "413 (default: $HRM_SERVE_MAX_PUZZLES, else 2000).")
+@click.option("--batch", type=click.IntRange(min=1), help="Puzzles solved at a time: bounds a request's memory "
+              "(default: $HRM_SERVE_BATCH, else 256).")
+@click.option("--grace-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="On SIGTERM / SIGINT / SIGHUP, how long the server may take to stop before it is killed.")
+def serve(model_uri: str, tracking_uri: str | None, host: str, port: int, workers: int, env_manager: str,
+          max_puzzles: int | None, batch: int | None, grace_seconds: float) -> None:
     """Serve a registered model over REST (MLflow's scoring server: POST /invocations, GET /ping).
 
     Runs ``mlflow models serve`` of this environment with its programs on PATH (MLflow starts ``uvicorn`` from
-    PATH: without the venv activated it is not found) and without download progress bars."""
+    PATH: without the venv activated it is not found) and without download progress bars, as a child in its own
+    process group: a SIGTERM / SIGINT / SIGHUP here stops the whole group, killed after --grace-seconds (a request
+    being computed would otherwise keep it alive). Exits with the server's status (128 + N when signal N ended it).
+    """
     import os
     import sys
 
     import mlflow
 
+    from pipeline.serving.pyfunc import BATCH_ENV, MAX_PUZZLES_ENV, serving_limits
     from pipeline.tracking import NO_PROGRESS_BARS
 
+    limits = {name: str(value) for name, value in ((MAX_PUZZLES_ENV, max_puzzles), (BATCH_ENV, batch))
+              if value is not None}
+    try:
+        serving_limits({**os.environ, **limits})  # a bad $HRM_SERVE_* named now, not in the server's log
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
     use_store(tracking_uri, model_uri)
     bin_dir = os.path.dirname(sys.executable)
-    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in NO_PROGRESS_BARS.items()},
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in NO_PROGRESS_BARS.items()}, **limits,
            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     args = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-h", host, "-p", str(port),
             "-w", str(workers), "--env-manager", env_manager]
-    os.execve(sys.executable, args, env)  # the server replaces this process: signals reach it directly
+    from pipeline.serving.supervise import run_group
+
+    click.get_current_context().exit(run_group(args, env, grace_seconds))

@@ -21,19 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
+from pipeline import locks, storage
 from pipeline.config_io import flatten
 from pipeline.data.builder import Job, make_builder
 from pipeline.data.config import DataConfig, fingerprint, identity
 from pipeline.data.make_originals import make_originals
 from pipeline.data.meta import METADATA, SPLITS, read_metadata_dict
-from pipeline.data.write import PARTS_PREFIX, write_dataset
+from pipeline.data.publish import (PARTS_PREFIX, DatasetExistsError, Publish, clean_leftovers, foreign_files,
+                                   metadata_digest)
+from pipeline.data.write import write_dataset
 
 log = logging.getLogger(__name__)
-
-
-class DatasetExistsError(ValueError):
-    """``<out>`` holds something other than the dataset asked for."""
 
 
 @dataclass
@@ -59,22 +57,27 @@ def build_dataset(cfg: DataConfig, out: str | Path | None = None, *, workers: in
     """Build the dataset of ``cfg`` into ``out`` (default ``cfg.out`` or ``data/<name>``; a local folder or an
     ``s3://`` / ``gs://`` prefix) on Ray Data, with ``workers`` tasks per stage (default: the cluster's CPUs).
 
-    Nothing is built when ``out`` already holds this dataset; ``DatasetExistsError`` when it holds something else
-    (``check_existing``). ``skip_invalid`` drops invalid imported rows or tasks instead of raising.
+    The build holds ``out``'s lock (pipeline.locks) from before its first look at ``out`` to the end: a second build
+    of the same ``out`` fails at once, naming the first. Nothing is built when ``out`` already holds this dataset;
+    ``DatasetExistsError`` when it holds something else (``check_existing``). ``skip_invalid`` drops invalid
+    imported rows or tasks instead of raising.
     """
     t0 = time.perf_counter()
     out = storage.normalize(out if out is not None else cfg.out_dir())
-    if check_existing(out, cfg, overwrite):
-        meta = read_metadata_dict(out)
-        log.info("%s already holds this dataset (fingerprint %s): nothing to do", out, meta["fingerprint"])
-        return BuildResult(_result_path(out), False, meta["counts"], meta["groups"], time.perf_counter() - t0,
-                           meta["fingerprint"], meta.get("stats", {}))
-    workers = _start_ray(workers)
-    builder = make_builder(cfg, skip_invalid)
-    originals = make_originals(builder, cfg, skip_invalid, workers)
-    splits = builder.split(originals)
-    jobs = plan_parts(builder.jobs(splits))
-    meta = write_dataset(out, jobs, builder, cfg, skip_invalid, workers)
+    with locks.hold(out, "hrm data build") as lock:
+        clean_leftovers(out)
+        if check_existing(out, cfg, overwrite):
+            meta = read_metadata_dict(out)
+            log.info("%s already holds this dataset (fingerprint %s): nothing to do", out, meta["fingerprint"])
+            return BuildResult(_result_path(out), False, meta["counts"], meta["groups"], time.perf_counter() - t0,
+                               meta["fingerprint"], meta.get("stats", {}))
+        start = Publish(lock=lock, before=metadata_digest(out))
+        workers = _start_ray(workers)
+        builder = make_builder(cfg, skip_invalid)
+        originals = make_originals(builder, cfg, skip_invalid, workers)
+        splits = builder.split(originals)
+        jobs = plan_parts(builder.jobs(splits))
+        meta = write_dataset(out, jobs, builder, cfg, skip_invalid, workers, publish=start)
     dt = time.perf_counter() - t0
     counts, groups = meta["counts"], meta["groups"]
     log.info("built %s: %d train / %d test rows (%d / %d originals) in %.1f s", out, counts["train"],
@@ -109,7 +112,8 @@ def _result_path(out: str) -> str | Path:
 def check_existing(out: str | Path, cfg: DataConfig, overwrite: bool) -> bool:
     """True when ``out`` already holds this dataset; raises ``DatasetExistsError`` when it holds something else.
 
-    ``overwrite`` allows replacing a different (or incomplete) dataset, never an unrelated file or folder. On an
+    ``overwrite`` allows replacing a different (or incomplete) dataset, never an unrelated file or folder, nor a
+    dataset folder that also holds files no build wrote (``_replaceable``). On an
     object store, a prefix holding only parts of builds that died (no metadata.json) counts as empty.
     """
     out = storage.normalize(out)
@@ -126,17 +130,28 @@ def check_existing(out: str | Path, cfg: DataConfig, overwrite: bool) -> bool:
         meta = read_metadata_dict(out)
     except (FileNotFoundError, ValueError) as e:
         if overwrite:
-            return False
+            return _replaceable(out, None)
         raise DatasetExistsError(f"{out} exists and is not a complete dataset ({e}); "
                                  f"remove it or pass --overwrite") from None
     if overwrite:
-        return False
+        return _replaceable(out, meta)
     if meta.get("fingerprint") == fingerprint(cfg):
         return True
     diff = _differences(meta.get("identity", {}), json.loads(json.dumps(identity(cfg), default=list)))
     raise DatasetExistsError(f"{out} holds a different dataset (fingerprint {meta.get('fingerprint')}; "
                              f"{'; '.join(diff[:6]) or 'different settings'}): choose another --out or pass "
                              f"--overwrite")
+
+
+def _replaceable(out: str, meta: dict[str, Any] | None) -> bool:
+    """False (build over it) when ``out`` holds only a dataset's own files; ``DatasetExistsError`` naming the
+    others when it holds files a build did not write (``--overwrite`` would delete them)."""
+    foreign = foreign_files(out, meta)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise DatasetExistsError(f"{out} holds files no dataset build wrote ({shown}): --overwrite replaces only a "
+                                 "dataset's own files; move them away or choose another --out")
+    return False
 
 
 def _looks_like_dataset(names: list[str]) -> bool:

@@ -10,16 +10,14 @@ Publishing: on a local disk everything is built in ``<out>.tmp-<random>`` and re
 metadata.json is written. On an object store (``s3://``, ``gs://``: no rename) the parts go under
 ``<out>/parts-<random>/`` and metadata.json, naming them, is written last in one PUT; parts of older builds are
 deleted after that. A location without metadata.json is not a dataset, so a build that dies leaves nothing readers
-accept, and an overwrite that dies leaves the previous dataset whole.
+accept, and an overwrite that dies leaves the previous dataset whole (pipeline.data.publish: what a build may
+replace, and leftovers of builds that died).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,29 +28,24 @@ from pipeline import storage
 from pipeline.data.builder import Builder, Job, make_builder
 from pipeline.data.config import DataConfig, config_dict, fingerprint, identity
 from pipeline.data.meta import SPLITS, code_version, write_metadata
+from pipeline.data.publish import Publish, discard, drop_old_parts, install, staging
 from pipeline.data.ray_items import items_dataset, ordered, worker_pool
 
 log = logging.getLogger(__name__)
 
-PARTS_PREFIX = "parts-"  # object stores: <out>/parts-<random>/<split>/part-….parquet
-
 
 # ------------------------------------------------------------------------------------------------ the whole write
 def write_dataset(out: str, jobs: list[Job], builder: Builder, cfg: DataConfig, skip_invalid: bool,
-                  workers: int) -> dict[str, Any]:
+                  workers: int, publish: Publish) -> dict[str, Any]:
     """Write ``jobs`` (with ``example_start``) as the dataset at ``out`` and publish it; returns its metadata.
 
     Every split's parts and then metadata.json go to a staging location (``<out>.tmp-<random>``, or
     ``<out>/parts-<random>/`` on an object store), which is published as a whole or, on any error, deleted.
+    ``publish`` (the build's lock and what ``out`` held at its start) is checked right before: a build never
+    replaces a dataset it did not start from.
     """
-    token = secrets.token_hex(4)
     remote = storage.is_remote(out)
-    prefix = f"{PARTS_PREFIX}{token}" if remote else ""  # the parts' location relative to the dataset
-    work = storage.join(out, prefix) if remote else f"{out}.tmp-{token}"
-    root = out if remote else work
-    if not remote:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(work).mkdir()
+    prefix, work, root = staging(out)
     try:
         counts = {s: sum(j["rows"] for j in jobs if j["split"] == s) for s in SPLITS}
         log.info("writing %d train and %d test rows in %d parts", counts["train"], counts["test"], len(jobs))
@@ -64,14 +57,16 @@ def write_dataset(out: str, jobs: list[Job], builder: Builder, cfg: DataConfig, 
                         workers, folder)
             files[split] = index_parts(folder, "/".join(p for p in (prefix, split) if p), counts[split])
         meta = dataset_metadata(cfg, builder, counts, files, _size(root, files))
+        if remote:
+            publish.check(out)
         write_metadata(root, meta)  # the commit point on an object store
         if not remote:
-            _install(work, out)
+            install(work, out, publish)
     except BaseException:
-        _discard(work)
+        discard(work)
         raise
     if remote:
-        _drop_old_parts(out, keep=prefix)
+        drop_old_parts(out, keep=prefix)
     return meta
 
 
@@ -226,29 +221,3 @@ def _size(root: str, files: dict[str, list[dict[str, Any]]]) -> int:
     fs, base = storage.filesystem(root)
     paths = [f"{base}/{p['path']}" for parts in files.values() for p in parts]
     return sum(info.size for info in fs.get_file_info(paths)) if paths else 0
-
-
-def _discard(work: str) -> None:
-    """Delete a staging location; a failure is logged, not raised (the build's own error matters more)."""
-    try:
-        storage.delete(work)
-    except OSError as e:
-        log.warning("could not delete %s: %s", work, e)
-
-
-def _drop_old_parts(out: str, keep: str) -> None:
-    """After a publish on an object store: delete parts of earlier builds (and of builds that died)."""
-    for name in storage.listdir(out):
-        if name.startswith(PARTS_PREFIX) and name != keep:
-            _discard(storage.join(out, name))
-
-
-def _install(tmp: str, out: str) -> None:
-    """Rename the finished temp folder to ``out``, replacing an old one only after the new one is complete."""
-    old = None
-    if os.path.exists(out):
-        old = f"{out}.old-{secrets.token_hex(4)}"
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -9,6 +9,14 @@ Per request (the signature's params, so ``mlflow models serve`` takes them in a 
 that many symmetries of each puzzle, hrm.vote; default 1). Out of range: a 400 starting ``bad <param>: ``. A model
 logged before max_steps / votes existed has only ``adaptive`` in its signature; MLflow drops the others.
 
+Limits, read from the environment when the model loads (``hrm serve --max-puzzles / --batch`` set the first two):
+``HRM_SERVE_MAX_PUZZLES`` puzzles per request at most (default 2000; more: a 413 ``too many puzzles: …``, answered
+before any puzzle is parsed), ``HRM_SERVE_BATCH`` puzzles solved at a time (default 256: memory stays bounded
+whatever the request's size), and MLflow's ``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT`` (seconds; MLflow's server
+always sets it, default 60): once a request has run that long, no further batch is started (MLflow has answered 504
+by then, but its worker thread would otherwise compute the whole request). Unset, as where a model is loaded in a
+program of one's own, nothing is cut short.
+
 Loads a plain state dict + config with the code serving imports shipped alongside (``pipeline.serving.code``), so
 no pickled model or ``torch.export`` graph is involved (the halting loop is data-dependent).
 """
@@ -16,16 +24,25 @@ no pickled model or ``torch.export`` graph is involved (the halting loop is data
 from __future__ import annotations
 
 import json
+import logging
+import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
 
 MODEL_FILE = Path(__file__).with_name("model_file.py")  # builds an HRMSolver when MLflow loads the model
 COLUMNS = ["solution", "grid", "steps", "confidence"]
+MAX_PUZZLES_ENV, BATCH_ENV = "HRM_SERVE_MAX_PUZZLES", "HRM_SERVE_BATCH"
+TIMEOUT_ENV = "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"  # MLflow's: the scoring server's 504 after that many seconds
+DEFAULT_MAX_PUZZLES, DEFAULT_BATCH = 2000, 256
+
+logger = logging.getLogger(__name__)
 
 
 def signature():
@@ -76,10 +93,16 @@ def grid_json(task, tokens) -> str:
 class BadRequest(MlflowException):
     """An MLflow 400 (INVALID_PARAMETER_VALUE) whose message stays what it was made with: MLflow's scoring server
     rewrites every prediction error's message to ``Failed to predict data '<the whole request>'. Error: ...``,
-    burying what is wrong."""
+    burying what is wrong. A subclass may answer another status (``status``; None: MLflow's for the error code)."""
 
-    def __init__(self, message: str):
-        super().__init__(message, INVALID_PARAMETER_VALUE)
+    status: int | None = None
+
+    def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE):
+        super().__init__(message, error_code)
+
+    def get_http_status_code(self) -> int:
+        """The HTTP status MLflow's scoring server answers with (it asks the exception)."""
+        return self.status or super().get_http_status_code()
 
     @property
     def message(self) -> str:
@@ -91,8 +114,50 @@ class BadRequest(MlflowException):
             self._first = value
 
 
+class TooManyPuzzles(BadRequest):
+    """A 413 (Content Too Large): more puzzles in one request than ``HRM_SERVE_MAX_PUZZLES``."""
+
+    status = 413
+
+    def __init__(self, message: str):
+        super().__init__(message, REQUEST_LIMIT_EXCEEDED)
+
+
+class TooLate(BadRequest):
+    """A 504 (DEADLINE_EXCEEDED): the request ran past ``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``; solving stopped."""
+
+    def __init__(self, message: str):
+        super().__init__(message, DEADLINE_EXCEEDED)
+
+
+def _env_number(env: Mapping[str, str], name: str, default: int | None, kind: type = int) -> int | float | None:
+    """``env[name]`` as a positive ``kind`` (int or float), ``default`` when unset or empty; a ValueError naming the
+    variable when it is not one."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        what = "a positive integer" if kind is int else "a positive number of seconds"
+        raise ValueError(f"{name} must be {what}, got {raw!r}")
+    return value
+
+
+def serving_limits(env: Mapping[str, str] | None = None) -> tuple[int, int, float | None]:
+    """(puzzles per request at most, puzzles solved at a time, seconds a request may run or None) from ``env``
+    (default the environment; see the module docstring); a ValueError naming the variable when one is malformed."""
+    env = os.environ if env is None else env
+    return (_env_number(env, MAX_PUZZLES_ENV, DEFAULT_MAX_PUZZLES), _env_number(env, BATCH_ENV, DEFAULT_BATCH),
+            _env_number(env, TIMEOUT_ENV, None, float))
+
+
 class HRMSolver(mlflow.pyfunc.PythonModel):
     """The served model: puzzles in (a ``puzzle`` column), the model's answers out (``COLUMNS``)."""
+
+    max_puzzles, batch, timeout = DEFAULT_MAX_PUZZLES, DEFAULT_BATCH, None  # until ``read_limits``
 
     def load_context(self, context) -> None:
         """Load the exported model (artifact ``export``) on CPU, and its task."""
@@ -102,14 +167,22 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
         # Served on CPU, in the dtype that suits this host whatever the model was trained in.
         self.model, self.info = load_export(Path(context.artifacts["export"]))
         self.task = make_task(self.info["task"], self.info.get("task_args"))
+        self.read_limits()
+
+    def read_limits(self) -> None:
+        """Take the serving limits from the environment (``serving_limits``): at load, so a bad value stops the
+        server from starting with a message naming the variable rather than failing every request."""
+        self.max_puzzles, self.batch, self.timeout = serving_limits()
+        logger.debug("serving at most %d puzzles per request, %d at a time, for %s", self.max_puzzles, self.batch,
+                     "as long as it takes" if self.timeout is None else f"{self.timeout:g} s at most")
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Solve each puzzle (a DataFrame's ``puzzle`` column, a list, a dict or one puzzle); ``params``:
         ``adaptive`` (stop where the model halts, default true), ``max_steps`` (segments at most, default M_max),
         ``votes`` (answers voted over this many symmetries of each puzzle, hrm.vote; default 1). A malformed puzzle
-        or param is a BadRequest naming it."""
-        from hrm.solve import solve
-
+        or param is a BadRequest naming it; more puzzles than the limit a TooManyPuzzles (413), before any is
+        parsed; a request past its deadline a TooLate (see ``_solve``)."""
+        began = time.monotonic()
         if isinstance(model_input, pd.DataFrame):
             if "puzzle" not in model_input.columns:
                 raise BadRequest(f"no column 'puzzle' in the input (got {list(model_input.columns)})")
@@ -120,6 +193,9 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
             items = list(model_input["puzzle"]) if isinstance(model_input["puzzle"], list) else [model_input["puzzle"]]
         else:
             items = [model_input]
+        if len(items) > self.max_puzzles:
+            raise TooManyPuzzles(f"too many puzzles: {len(items):,} in one request, at most {self.max_puzzles:,} "
+                                 f"({MAX_PUZZLES_ENV}); split the request")
         adaptive, max_steps, votes = self._params(params)
         texts = []
         for i, item in enumerate(items):
@@ -130,11 +206,26 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
                 where = f"bad puzzle {i + 1} of {len(items)}" if len(items) > 1 else "bad puzzle"
                 raise BadRequest(f"{where}: {err}") from err
             texts.append(text)
-        solutions = solve(self.model, self.task, texts, adaptive=adaptive, max_steps=max_steps, votes=votes)
+        solutions = self._solve(texts, began, adaptive=adaptive, max_steps=max_steps, votes=votes)
         return pd.DataFrame({"solution": [compact(self.task, s.tokens) for s in solutions],
                              "grid": [grid_json(self.task, s.tokens) for s in solutions],
                              "steps": [s.steps for s in solutions],
                              "confidence": [s.confidence for s in solutions]}, columns=COLUMNS)
+
+    def _solve(self, texts: list[str], began: float, **options) -> list:
+        """``hrm.solve.solve`` of ``texts``, ``self.batch`` puzzles at a time (the same answers as in one call: the
+        symmetries voted over are drawn from the same seed for every batch, and each puzzle's rows are computed on
+        their own); before each batch, a TooLate once ``self.timeout`` seconds have passed since ``began``."""
+        from hrm.solve import solve
+
+        solutions: list = []
+        for lo in range(0, len(texts), self.batch):
+            if self.timeout is not None and time.monotonic() - began > self.timeout:
+                logger.warning("request stopped after %d of %d puzzles: past %g s", lo, len(texts), self.timeout)
+                raise TooLate(f"request timed out: {lo:,} of {len(texts):,} puzzles solved in {self.timeout:g} s "
+                              f"({TIMEOUT_ENV}); send fewer puzzles per request")
+            solutions += solve(self.model, self.task, texts[lo:lo + self.batch], **options)
+        return solutions
 
     def _params(self, params: dict[str, Any] | None) -> tuple[bool, int | None, int]:
         """(adaptive, max_steps, votes) of a request's ``params`` (absent: today's defaults); BadRequest

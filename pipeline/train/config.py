@@ -30,6 +30,9 @@ class TrackingSettings:
     register: bool = True
     model_name: str | None = None  # None: hrm-<task>
     champion_metric: str = "eval/exact_accuracy"
+    # While the tracking server is unreachable training goes on (metrics buffered, sent once it is back) for at most
+    # this many minutes, then stops with an error; its checkpoints stay, `hrm train --resume` continues the run
+    unreachable_minutes: float = 30.0
 
 
 @dataclass(kw_only=True)
@@ -94,6 +97,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:  # also refuses nan
                 problems.append(f"{name} must be a number of minutes > 0 (or null: no limit), got {value}")
+        if not 0 < self.tracking.unreachable_minutes < math.inf:  # also refuses nan
+            problems.append("tracking.unreachable_minutes must be a number of minutes > 0, got "
+                            f"{self.tracking.unreachable_minutes}")
         if self.ema is not None and not 0 < self.ema < 1:
             problems.append(f"ema must be in (0, 1), got {self.ema}")
         problems += storage_path_problems(self.storage_path)

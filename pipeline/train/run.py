@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import locks
 from pipeline.config_io import flatten, to_dict
 from pipeline.storage import is_remote
 from pipeline.train.batches import require_one_global_batch
 from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri, run_model_config
 from pipeline.train.run_folder import RunFolder
+from pipeline.train.run_state import RUN_ID_FILE, check_resumable, started_without_checkpoint
 
 log = logging.getLogger(__name__)
-RUN_ID_FILE = "mlflow_run_id.txt"
 
 
 @dataclass
@@ -86,10 +87,11 @@ def run_folder(cfg: TrainConfig) -> RunFolder:
     return RunFolder(cfg.storage_path, cfg.name)
 
 
-def prepare(cfg: TrainConfig, resume: bool):
+def prepare(cfg: TrainConfig, resume: bool, uri: str | None = None):
     """Every check that needs no cluster: the dataset (every part read and checked: pipeline.data.verify), the run
-    folder, the model config on the dataset's sizes.
-    Returns the dataset's folder and metadata, and (parameters, bytes of training state per worker)."""
+    folder (with ``uri``, the tracking store: a finished run resumes only when asked for more), the model config on
+    the dataset's sizes. Returns the dataset's folder and metadata, and (parameters, bytes of training state per
+    worker)."""
     from pipeline.data.loader import read_metadata
     from pipeline.data.verify import verify_dataset
 
@@ -102,13 +104,18 @@ def prepare(cfg: TrainConfig, resume: bool):
     require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
     check_eval_votes(cfg, meta)
     folder = run_folder(cfg)
-    if resume and folder.read(RUN_ID_FILE) is None:
-        raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
-    if not resume and folder.exists():
+    if resume:
+        run_id = folder.read(RUN_ID_FILE)
+        if run_id is None:
+            raise FileNotFoundError(f"nothing to resume: no run {cfg.name!r} under {folder.parent}")
+        if uri is not None:
+            check_resumable(cfg, folder, meta, uri, run_id.strip())
+    elif folder.exists():
         if not started_without_checkpoint(folder):
             raise FileExistsError(f"run {cfg.name!r} already exists under {folder.parent}: use --resume to continue "
                                   f"it, or choose another name")
-        log.warning("run %r under %s failed before its first checkpoint: starting it afresh", cfg.name, folder.parent)
+        log.warning("run %r under %s ended before its first checkpoint (nothing to resume): starting it afresh",
+                    cfg.name, folder.parent)
         folder.remove()
     return data_path, meta, (params, state_bytes)
 
@@ -123,15 +130,6 @@ def check_eval_votes(cfg: TrainConfig, meta) -> None:
         found = problem(make_task(meta.task, meta.task_args), votes=cfg.eval_votes, max_steps=None)
         if found is not None:
             raise ValueError(f"eval_votes: {found[1]}")
-
-
-RUN_FOLDER_FILES = {RUN_ID_FILE, ".validate_storage_marker"}  # what a run writes before its first checkpoint
-
-
-def started_without_checkpoint(folder: RunFolder) -> bool:
-    """A run folder holding only what a run writes before its first checkpoint (a run that failed early): nothing
-    to resume, nothing of the user's to lose."""
-    return folder.exists() and set(folder.names()) <= RUN_FOLDER_FILES
 
 
 def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: str | Path, meta,
@@ -152,8 +150,23 @@ def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: str | Path,
         run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, flatten(cfg),
                                     {"task": meta.task, "dataset": str(data_path), **(tags or {})}, artifacts,
                                     dataset=meta)
-    folder.write(RUN_ID_FILE, run_id)
+    try:
+        folder.write(RUN_ID_FILE, run_id)
+    except BaseException:
+        end_quietly(uri, run_id, "FAILED")
+        raise
     return run_id
+
+
+def end_quietly(uri: str, run_id: str, status: str) -> None:
+    """End the MLflow run with ``status`` on a way out; a failure to do so is logged (the job's error matters
+    more)."""
+    from pipeline import tracking
+
+    try:
+        tracking.end_run(uri, run_id, status=status)
+    except Exception as err:  # noqa: BLE001 (the store may be what failed)
+        log.warning("could not mark MLflow run %s %s: %s", run_id, status, err)
 
 
 def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str, *, callbacks: list | None = None,
@@ -215,25 +228,41 @@ def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[s
 def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = None,
           fault: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> Outcome:
     """Run the job; ``tags`` go on a new MLflow run (e.g. ``mlflow.parentRunId``); ``fault`` (tests only) kills or
-    fails one worker once: {rank, step, kind, marker}."""
+    fails one worker once: {rank, step, kind, marker}.
+
+    The job holds its run folder's lock (``<storage_path>/<name>.lock``, pipeline.locks) from before its first
+    look at the folder to the end: a second job of the same name fails at once, naming the first."""
     from pipeline import tracking
     from pipeline.ray_utils import init_ray
 
-    data_path, meta, (params, state_bytes) = prepare(cfg, resume)
-    init_ray()
-    check_resources(cfg)
-    import ray
+    with locks.hold(run_folder(cfg).uri, f"hrm train {cfg.name}"):
+        uri = resolve_tracking_uri(cfg)
+        tracking.check_reachable(uri)
+        data_path, meta, (params, state_bytes) = prepare(cfg, resume, uri)
+        init_ray()
+        check_resources(cfg)
+        import ray
 
-    warning = memory_warning(state_bytes, params, cfg, ray.cluster_resources().get("memory", float("inf")))
-    if warning:
-        log.warning(warning)
-    uri = resolve_tracking_uri(cfg)
-    for warning in ephemeral_outputs(Path.cwd(), cfg.storage_path, uri):
-        log.warning(warning)
-    run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file,
-                      tags=tags)
-    status_before = tracking.run_status(uri, run_id) if resume else None
-    try:  # from here on, every way out ends the MLflow run
+        warning = memory_warning(state_bytes, params, cfg, ray.cluster_resources().get("memory", float("inf")))
+        if warning:
+            log.warning(warning)
+        for warning in ephemeral_outputs(Path.cwd(), cfg.storage_path, uri):
+            log.warning(warning)
+        status_before = tracking.run_status(uri, (run_folder(cfg).read(RUN_ID_FILE) or "").strip()) if resume \
+            else None
+        run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file,
+                          tags=tags)
+        return fit_and_finish(cfg, uri, run_id, data_path, meta, fault=fault, status_before=status_before)
+
+
+def fit_and_finish(cfg: TrainConfig, uri: str, run_id: str, data_path: str | Path, meta, *,
+                   fault: dict[str, Any] | None, status_before: str | None) -> Outcome:
+    """Fit on Ray Train and log, register and promote the best checkpoint. Every way out ends the MLflow run:
+    FINISHED, FAILED, or KILLED on Ctrl-C — but a failed --resume of a run that had finished leaves it (and its
+    model) as it was."""
+    from pipeline import tracking
+
+    try:
         trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault, meta=meta)
         result = trainer.fit()
         best = result.get_best_checkpoint(cfg.checkpoint_metric, "max") or result.checkpoint
@@ -242,10 +271,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
         with best.as_directory() as best_folder:  # a local copy when storage_path is remote
             outcome = finish(cfg, uri, run_id, Path(best_folder), meta)
     except BaseException as err:
-        if status_before == "FINISHED":  # a failed --resume leaves a finished run (and its model) as it was
+        if status_before == "FINISHED":
             log.warning("resuming run %s failed; it stays FINISHED", cfg.name)
         else:
-            tracking.end_run(uri, run_id, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            end_quietly(uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     tracking.end_run(uri, run_id)
     return outcome

@@ -43,23 +43,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ``fault`` (tests only). Trains from the latest checkpoint, if any, to the last step, reporting eval metrics and
     a checkpoint to Ray Train every ``eval_interval`` steps and at the end."""
     w = start(config)
-    for epoch, index, rows in stream(w):
-        if not step(w, rows):
-            continue  # a non-finite loss or gradient: no update, no step counted
-        inject_fault(config.get("fault"), w.rank, w.position.step)  # tests only: kill or fail one worker once
-        w.position.advance(epoch, index)
-        done = w.position.step >= w.total_steps or w.clock.out_of_time(w.position)
-        if w.position.step % w.cfg.log_interval == 0 or done:
-            done = log_train(w) or done  # True: stopped early
-        if w.bar is not None:
-            w.bar.advance(w.position.step, w.position.trained_seconds)
-        if w.position.step % w.cfg.eval_interval == 0 or w.clock.eval_due(w.position) or done:
-            evaluate_and_checkpoint(w)
-            w.clock.evaluated(w.position)  # the evaluation's time is not training time
-        if done:
-            break
+    try:
+        for epoch, index, rows in stream(w):
+            if not step(w, rows):
+                continue  # a non-finite loss or gradient: no update, no step counted
+            inject_fault(config.get("fault"), w.rank, w.position.step)  # tests only: kill or fail one worker once
+            w.position.advance(epoch, index)
+            done = w.position.step >= w.total_steps or w.clock.out_of_time(w.position)
+            if w.position.step % w.cfg.log_interval == 0 or done:
+                done = log_train(w) or done  # True: stopped early
+            if w.bar is not None:
+                w.bar.advance(w.position.step, w.position.trained_seconds)
+            if w.position.step % w.cfg.eval_interval == 0 or w.clock.eval_due(w.position) or done:
+                evaluate_and_checkpoint(w)
+                w.clock.evaluated(w.position)  # the evaluation's time is not training time
+            if done:
+                break
+    except BaseException:
+        close_tracking(w, failed=True)
+        raise
     if w.bar is not None:
         w.bar.close()
+    close_tracking(w)
 
 
 @dataclass
@@ -144,7 +149,7 @@ class Worker:
     batches: ShardedBatches
     total_steps: int
     evals: EvalSet
-    logger: Any = None  # pipeline.tracking.RunLogger
+    logger: Any = None  # pipeline.tracking_buffer.BufferedRunLogger
     bar: Any = None  # pipeline.progress.make_progress
     metrics: MetricLog = field(default_factory=MetricLog)
     early_stop: EarlyStop | None = None
@@ -173,7 +178,7 @@ def start(config: dict[str, Any]) -> Worker:
     task = make_task(meta.task, meta.task_args)
     model, dtype_reason = build_model(cfg, meta, device)
     model.train()
-    logger = open_tracking(config, model, dtype_reason) if rank == 0 else None
+    logger = open_tracking(config, model, dtype_reason, cfg.tracking.unreachable_minutes) if rank == 0 else None
     opt = build_optimizers(model, cfg.optim)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
@@ -300,16 +305,27 @@ def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]
     return HRM(dataclasses.replace(config, forward_dtype=dtype)).to(device), reason
 
 
-def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str) -> Any:
-    """Rank 0's MLflow logger of the run, after logging the resolved forward dtype (and why) and starting the
-    ``system/*`` metrics of this machine."""
-    from pipeline.tracking import RunLogger, start_system_metrics
+def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str, unreachable_minutes: float) -> Any:
+    """Rank 0's MLflow logger of the run (buffered: training goes on while the tracking server is unreachable, for
+    at most ``unreachable_minutes``; pipeline.tracking_buffer), after logging the resolved forward dtype (and why)
+    and starting the ``system/*`` metrics of this machine."""
+    from pipeline.tracking import start_system_metrics
+    from pipeline.tracking_buffer import BufferedRunLogger
 
-    logger = RunLogger(config["tracking_uri"], config["run_id"])
+    logger = BufferedRunLogger(config["tracking_uri"], config["run_id"], unreachable_minutes)
     logger.log_params({"resolved.forward_dtype": model.config.forward_dtype})
     logger.set_tags({"resolved.forward_dtype.reason": dtype_reason})
     start_system_metrics(config["tracking_uri"], config["run_id"])
     return logger
+
+
+def close_tracking(w: Worker, failed: bool = False) -> None:
+    """Send what rank 0's MLflow logger has buffered before the worker ends: waiting at most the unreachable limit
+    at the end of training, ``FAILED_CLOSE_SECONDS`` on the way out of a failed run (a warning says what is lost)."""
+    from pipeline.tracking_buffer import FAILED_CLOSE_SECONDS
+
+    if w.logger is not None:
+        w.logger.close(FAILED_CLOSE_SECONDS if failed else None)
 
 
 def resume(model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> checkpoint.Position:

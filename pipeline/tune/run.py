@@ -144,8 +144,7 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipeline import tracking
-    from pipeline.train.run import RUN_ID_FILE, make_trainer, prepare, open_run, run_folder
+    from pipeline.train.run import RUN_ID_FILE, end_quietly, make_trainer, open_run, prepare, run_folder
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(setup["base"], params, trial_name(setup["sweep"], trial_id))
@@ -158,8 +157,8 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     trainer = make_trainer(cfg, data_path, uri, run_id, callbacks=[TuneReportCallback()])
     try:
         trainer.fit()
-    except Exception:
-        tracking.end_run(uri, run_id, status="FAILED")
+    except BaseException as err:
+        end_quietly(uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
 
 
@@ -169,7 +168,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
     already made of it (else made here). Returns the outcome, ``interrupted`` when trials are left to run."""
     from ray import tune
 
-    from pipeline.train.run import ephemeral_outputs
+    from pipeline.train.run import end_quietly, ephemeral_outputs
 
     plan = plan or prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
     sweep, folder = plan.sweep, plan.folder
@@ -180,12 +179,19 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
     parent = (folder / PARENT_FILE).read_text().strip() if resume else _start_parent_run(plan, sweep_file)
     setup = {"sweep": sweep.name, "base": to_dict(plan.base), "parent_run_id": parent}
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_RESOURCES)
-    results = _tuner(plan, trainable, resume=resume, concurrent=concurrent, callbacks=callbacks).fit()
-    unfinished = _unfinished(plan, trainable)
-    if unfinished > 0:
-        log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name, unfinished)
-        return SweepOutcome(parent_run_id=parent, interrupted=True)
-    return finish_sweep(plan, parent, list(results))
+    uri = plan.base.tracking.tracking_uri
+    try:  # every way out ends the sweep's MLflow run: FINISHED, KILLED (stopped: --resume continues it) or FAILED
+        results = _tuner(plan, trainable, resume=resume, concurrent=concurrent, callbacks=callbacks).fit()
+        unfinished = _unfinished(plan, trainable)
+        if unfinished > 0:
+            log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name,
+                        unfinished)
+            end_quietly(uri, parent, "KILLED")
+            return SweepOutcome(parent_run_id=parent, interrupted=True)
+        return finish_sweep(plan, parent, list(results))
+    except BaseException as err:
+        end_quietly(uri, parent, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
 
 
 def _start_parent_run(plan: Plan, sweep_file: Path | None) -> str:

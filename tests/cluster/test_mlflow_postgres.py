@@ -22,14 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from tests.processes import free_port, stop_group
+from tests.processes import free_port, stop_group, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +45,6 @@ def pg_bin(name: str) -> str | None:
         return found
     versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[-3]))
     return versions[-1] if versions else None
-
-
-def wait_until(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +99,7 @@ def postgres():
             return False
 
     try:
-        wait_until("postgres", ready, proc, log)
+        wait_until("postgres", ready, proc, log.read_text, poll=0.5)
         conn = connect("postgres")
         conn.autocommit = True
         conn.cursor().execute("CREATE DATABASE mlflow")
@@ -161,7 +150,7 @@ def mlflow_server(postgres, tmp_path_factory):
             return False
 
     try:
-        wait_until("mlflow server", ready, proc, log, timeout=120)
+        wait_until("mlflow server", ready, proc, log.read_text, timeout=120, poll=0.5)
         yield {"uri": uri, "tmp": tmp, "log": log, "command": shlex.split(command.split("exec ", 1)[1]),
                "login": login}
     finally:

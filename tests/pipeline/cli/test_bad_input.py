@@ -60,6 +60,8 @@ ROWS = {
     "--set a negative budget": Row(["train", "--set", "max_minutes=-5"], 1,
                                    "max_minutes must be a number of minutes > 0"),
     "--set without =": Row(["train", "--set", "lr"], 2, "expected KEY=VALUE"),
+    "tracking server down": Row(TRAIN, 1, "MLflow tracking server http://127.0.0.1:1 is unreachable",
+                                train_file(tracking={"tracking_uri": "http://127.0.0.1:1"})),
     # datasets: named where they are opened
     "no dataset": Row(TRAIN, 1, "dataset not found", train_file()),
     "truncated part, train": Row(TRAIN, 1, "bytes, but metadata.json says", train_file(), damaged(truncate)),
@@ -69,6 +71,9 @@ ROWS = {
     "missing part, check": Row(["data", "check", "ds"], 1, "missing, but metadata.json lists it",
                                setup=damaged(lambda p: (p / "train/part-00001.parquet").unlink())),
     "no dataset, show": Row(["data", "show", "nowhere"], 1, "does not exist"),
+    "--overwrite of a folder with the user's files": Row(
+        ["data", "build", "sudoku", "--out", "ds", "--overwrite"], 1, "files no dataset build wrote (train/mine.txt)",
+        setup=lambda p: (make_dataset(p / "ds") / "train" / "mine.txt").write_text("keep me")),
     "data config unknown key": Row(["data", "build", "sudoku", "--config", "d.yaml"], 1, "cont",
                                    {"d.yaml": "sudoku: {cont: 3}\n"}),
     # sweeps and benchmarks

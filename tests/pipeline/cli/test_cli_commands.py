@@ -33,7 +33,8 @@ OPTIONS = {  # each command's options and arguments, in order
     "eval": ["--model", "--tracking-uri", "--data", "--split", "--limit", "--batch-size",
              "--max-steps", "--votes", "--seed", "--experiment", "--log"],  # issue #11 added the last five
     "info": ["--flavour"],
-    "serve": ["--model", "--tracking-uri", "--host", "--port", "--workers", "--env-manager"],
+    "serve": ["--model", "--tracking-uri", "--host", "--port", "--workers", "--env-manager", "--max-puzzles", "--batch",
+              "--grace-seconds"],
     "solve": ["--model", "--tracking-uri", "--adaptive", "--max-steps", "--votes", "puzzle", "--file"],  # (#11)
     "train": ["--config", "--set", "--resume"],
     "tune": ["--config", "--set", "--resume"],

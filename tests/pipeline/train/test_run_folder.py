@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.train.run import RUN_ID_FILE, started_without_checkpoint
+from pipeline.train.run_state import RUN_ID_FILE, started_without_checkpoint
 from pipeline.train.run_folder import RunFolder, location_problems
 
 

@@ -212,3 +212,22 @@ def test_a_job_failing_after_its_run_opened_ends_it_failed_and_frees_the_name(wo
     assert MlflowClient(cfg.tracking.tracking_uri).get_run(run_id).info.status == "FAILED"
     prepare(cfg, resume=False)  # the name is free again
     assert not run_folder(cfg).exists()
+
+
+def test_a_finished_run_resumes_only_when_asked_for_more(one_worker, dataset, workdir):
+    """--resume of a run that trained all its steps would only register the same model again: refused, naming what
+    to ask for, and the run stays FINISHED (with its champion alias); asking for more steps is accepted."""
+    from pipeline.data.loader import read_metadata
+    from pipeline.train.run import run_folder
+    from pipeline.train.run_state import check_resumable
+
+    cfg, outcome = one_worker
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    versions_before = len(client.search_model_versions("name = 'hrm-test'"))
+    with pytest.raises(ValueError, match=r"run 'one' finished \(step 6 of 6\): --resume has nothing to do; ask for "
+                                         r"more training"):
+        train(cfg, resume=True)
+    assert client.get_run(outcome.run_id).info.status == "FINISHED"
+    assert len(client.search_model_versions("name = 'hrm-test'")) == versions_before
+    more = config(workdir, dataset, "one", max_steps=9)
+    check_resumable(more, run_folder(more), read_metadata(dataset), more.tracking.tracking_uri, outcome.run_id)

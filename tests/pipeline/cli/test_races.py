@@ -1,0 +1,119 @@
+"""Two jobs with one output, through the real ``hrm`` command in separate processes (each starts its own local Ray):
+the second build or training run of an output fails at once naming the first, and the first finishes untouched; a
+build killed with SIGKILL leaves nothing that stops or confuses the next one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.slow
+
+HRM = str(Path(sys.executable).with_name("hrm"))
+DATA = {"name": "race", "task": "sudoku", "seed": 8, "rows_per_file": 40,
+        "sudoku": {"box": [2, 2], "count": 60, "min_rating": 0, "test_fraction": 0.25, "augmentations": 4,
+                   "chunk_size": 10}}
+
+
+def start(folder: Path, *args: str) -> subprocess.Popen:
+    """``hrm ARGS`` in ``folder``, in its own process group (a kill reaches its Ray too)."""
+    env = {**os.environ, "HRM_PROGRESS": "lines"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([HRM, *args], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"hrm {proc.args[1:]} did not end in {timeout} s:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def wait_for(what: str, ready, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until ``ready()``; fail with the first job's output if it ended first."""
+    wait_until(what, ready, proc, lambda: proc.stdout.read() if proc.poll() is not None else "", timeout, poll=0.1)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("races")
+    for seed in (8, 9):
+        (path / f"data-{seed}.yaml").write_text(yaml.safe_dump({**DATA, "seed": seed}))
+    return path
+
+
+def build_args(seed: int, out: str = "data/race") -> list[str]:
+    return ["data", "build", "sudoku", "--config", f"data-{seed}.yaml", "--out", out]
+
+
+@pytest.fixture(scope="module")
+def raced_build(folder):
+    """Two builds of data/race (seeds 8 and 9), the second started while the first holds the output."""
+    first = start(folder, *build_args(8))
+    wait_for("a lock on data/race", lambda: (folder / "data" / "race.lock").exists(), first)
+    second = start(folder, *build_args(9))
+    return finish(second, timeout=120), finish(first)
+
+
+def test_a_second_build_of_one_output_fails_naming_the_first(raced_build):
+    (code, out), _ = raced_build
+    assert code == 1, out
+    assert "data/race is being written by hrm data build (pid" in out, out
+    assert "Traceback" not in out
+
+
+def test_the_first_build_finishes_untouched(raced_build, folder):
+    _, (code, out) = raced_build
+    assert code == 0 and "built" in out, out
+    assert json.loads((folder / "data" / "race" / "metadata.json").read_text())["seed"] == 8
+    code, out = finish(start(folder, "data", "check", "data/race"))
+    assert code == 0 and "OK" in out, out
+    assert not (folder / "data" / "race.lock").exists()
+
+
+def test_a_killed_build_leaves_nothing_in_the_way_of_the_next(folder):
+    first = start(folder, *build_args(9, "data/killed"))
+    wait_for("a staging folder", lambda: any((folder / "data").glob("killed.tmp-*")), first)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    assert list((folder / "data").glob("killed.tmp-*")) and (folder / "data" / "killed.lock").exists()
+    code, out = finish(start(folder, *build_args(9, "data/killed")))
+    assert code == 0 and "built" in out, out
+    assert not list((folder / "data").glob("killed.tmp-*")) and not (folder / "data" / "killed.lock").exists()
+    assert json.loads((folder / "data" / "killed" / "metadata.json").read_text())["seed"] == 9
+
+
+def train_args(folder: Path, name: str) -> list[str]:
+    sets = {"name": name, "data": "data/race", "storage_path": "runs", "flavour": "debug",
+            "model.halt_max_steps": 2, "model.forward_dtype": "float32", "global_batch_size": 8, "max_steps": 2,
+            "eval_interval": 2, "eval_limit": 8, "eval_samples": 1,
+            "tracking.tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "tracking.experiment": "races"}
+    return ["train", *[a for key, value in sets.items() for a in ("--set", f"{key}={value}")]]
+
+
+def test_a_second_training_run_of_one_name_fails_and_the_first_finishes_alone(raced_build, folder):
+    first = start(folder, *train_args(folder, "dup"))
+    wait_for("a lock on runs/dup", lambda: (folder / "runs" / "dup.lock").exists(), first)
+    code, out = finish(start(folder, *train_args(folder, "dup")), timeout=120)
+    assert code == 1 and "runs/dup is being written by hrm train dup (pid" in out, out
+    code, out = finish(first)
+    assert code == 0, out
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("races").experiment_id], "tags.mlflow.runName = 'dup'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert (folder / "runs" / "dup" / "mlflow_run_id.txt").read_text().strip() == runs[0].info.run_id
+    assert not (folder / "runs" / "dup.lock").exists()

@@ -1,0 +1,308 @@
+"""Serving limits (#17): at most ``HRM_SERVE_MAX_PUZZLES`` puzzles per request (a 413 saying so, before any puzzle is
+parsed), puzzles solved ``HRM_SERVE_BATCH`` at a time (the same answers as all at once), no batch started past the
+request's deadline (``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``), and ``hrm serve`` gone, with everything it started,
+within seconds of a SIGTERM even while a long request is being computed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import requests
+import torch
+from click.testing import CliRunner
+
+from hrm.config import model_config
+from hrm.model import HRM
+from hrm.tasks.sudoku import SudokuTask
+from pipeline.cli import main
+from pipeline.serving.pyfunc import BadRequest, HRMSolver, TooLate, TooManyPuzzles, serving_limits
+from tests.processes import free_port, stop_group
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_serve import BIN, MODEL, bare_env, invoke, local_predictions, registry  # noqa: E402,F401 (a fixture)
+from tiny_registry import PUZZLES  # noqa: E402
+
+GRACE = 3
+
+
+@pytest.fixture
+def solver(monkeypatch):
+    """An HRMSolver of an untrained 4×4 Sudoku model, its limits read from an environment without any set."""
+    for name in ("HRM_SERVE_MAX_PUZZLES", "HRM_SERVE_BATCH", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    solver = HRMSolver()
+    solver.task = SudokuTask((2, 2))
+    torch.manual_seed(0)
+    solver.model = HRM(model_config("debug", vocab_size=solver.task.vocab_size, seq_len=16, halt_max_steps=3,
+                                    num_puzzle_identifiers=1, forward_dtype="float32")).eval()
+    solver.read_limits()
+    return solver
+
+
+def puzzles(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"puzzle": [PUZZLES[i % len(PUZZLES)] for i in range(n)]})
+
+
+# --- the model, in this process -------------------------------------------------------------------------------------
+
+def test_the_default_limit_is_2000_puzzles_checked_before_parsing(solver):
+    assert (solver.max_puzzles, solver.batch, solver.timeout) == (2000, 256, None)
+    with pytest.raises(TooManyPuzzles) as caught:
+        solver.predict(None, pd.DataFrame({"puzzle": ["not a puzzle"] * 2001}))  # never parsed: the count comes first
+    assert caught.value.message == ("too many puzzles: 2,001 in one request, at most 2,000 (HRM_SERVE_MAX_PUZZLES); "
+                                    "split the request")
+    assert caught.value.get_http_status_code() == 413
+    with pytest.raises(BadRequest, match="bad puzzle 1 of 2000: "):  # at the limit: parsed
+        solver.predict(None, pd.DataFrame({"puzzle": ["not a puzzle"] * 2000}))
+
+
+def test_a_request_at_the_limit_is_answered_in_full(solver, monkeypatch):
+    monkeypatch.setenv("HRM_SERVE_MAX_PUZZLES", "5")
+    solver.read_limits()
+    assert len(solver.predict(None, puzzles(5))) == 5
+    with pytest.raises(TooManyPuzzles, match="too many puzzles: 6 in one request, at most 5 "):
+        solver.predict(None, puzzles(6))
+
+
+@pytest.mark.parametrize("params", [{}, {"adaptive": False}, {"votes": 4, "adaptive": False}, {"votes": 3}])
+def test_batches_give_the_same_answers_as_one(solver, params):
+    data = puzzles(5)
+    whole = solver.predict(None, data, params=params)
+    for batch in (1, 2):
+        solver.batch = batch
+        part = solver.predict(None, data, params=params)
+        pd.testing.assert_frame_equal(part.drop(columns="confidence"), whole.drop(columns="confidence"))
+        assert part["confidence"].tolist() == pytest.approx(whole["confidence"].tolist(), abs=1e-5)
+
+
+def test_batches_bound_each_solve(solver, monkeypatch):
+    import hrm.solve
+
+    sizes, real = [], hrm.solve.solve
+    monkeypatch.setattr(hrm.solve, "solve", lambda model, task, texts, **kw: sizes.append(len(texts)) or
+                        real(model, task, texts, **kw))
+    monkeypatch.setenv("HRM_SERVE_BATCH", "3")
+    solver.read_limits()
+    assert len(solver.predict(None, puzzles(8))) == 8
+    assert sizes == [3, 3, 2]
+
+
+def test_no_batch_starts_past_the_deadline(solver, monkeypatch):
+    """Each batch takes at least 50 ms here: with a 0.12 s deadline no more than 3 batches of the 6 can start."""
+    import hrm.solve
+
+    calls, real = [], hrm.solve.solve
+
+    def slow(model, task, texts, **kw):
+        calls.append(len(texts))
+        time.sleep(0.05)
+        return real(model, task, texts, **kw)
+
+    monkeypatch.setattr(hrm.solve, "solve", slow)
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "0.12")
+    monkeypatch.setenv("HRM_SERVE_BATCH", "1")
+    solver.read_limits()
+    with pytest.raises(TooLate) as caught:
+        solver.predict(None, puzzles(6))
+    assert len(calls) <= 3
+    assert caught.value.message.startswith(f"request timed out: {len(calls)} of 6 puzzles solved in 0.12 s "
+                                           "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)"), caught.value.message
+    assert caught.value.get_http_status_code() == 504
+    monkeypatch.delenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT")  # no deadline: the whole request
+    solver.read_limits()
+    calls.clear()
+    assert len(solver.predict(None, puzzles(6))) == 6 and len(calls) == 6
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("HRM_SERVE_MAX_PUZZLES", "0", "HRM_SERVE_MAX_PUZZLES must be a positive integer, got '0'"),
+    ("HRM_SERVE_MAX_PUZZLES", "lots", "HRM_SERVE_MAX_PUZZLES must be a positive integer, got 'lots'"),
+    ("HRM_SERVE_BATCH", "2.5", "HRM_SERVE_BATCH must be a positive integer, got '2.5'"),
+    ("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "-1",
+     "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT must be a positive number of seconds, got '-1'"),
+])
+def test_a_bad_limit_is_refused_naming_the_variable(solver, monkeypatch, name, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        serving_limits({name: value})
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        solver.read_limits()
+    result = CliRunner().invoke(main, ["serve", "--model", "models:/x@champion"], env={name: value})
+    assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-puzzles", "0", "Invalid value for '--max-puzzles': 0 is not in the range x>=1"),
+    ("--max-puzzles", "many", "Invalid value for '--max-puzzles': 'many' is not a valid integer range"),
+    ("--batch", "-2", "Invalid value for '--batch': -2 is not in the range x>=1"),
+    ("--grace-seconds", "-1", "Invalid value for '--grace-seconds': -1.0 is not in the range x>=0"),
+])
+def test_a_bad_serve_option_is_refused(flag, value, message):
+    result = CliRunner().invoke(main, ["serve", "--model", "models:/x@champion", flag, value])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+# --- hrm serve's process group, without a server ---------------------------------------------------------------------
+
+STUBBORN = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchild too
+sub = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {sub.pid}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(120)
+"""
+RUNNER = "import sys; from pipeline.serving.supervise import run_group; sys.exit(run_group(sys.argv[2:], None, float(sys.argv[1])))"
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("stubborn", [True, False])
+def test_run_group_passes_sigterm_to_the_group_and_kills_it_after_the_grace(tmp_path, stubborn):
+    pids = tmp_path / "pids"
+    child = [sys.executable, "-c", STUBBORN if stubborn else STUBBORN.replace("signal.SIG_IGN", "signal.SIG_DFL"),
+             str(pids)]
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, "1.5", *child], cwd=Path(__file__).parents[3])
+    started = []
+    try:
+        deadline = time.monotonic() + 60
+        while not pids.exists():
+            assert runner.poll() is None and time.monotonic() < deadline, "the child never started"
+            time.sleep(0.1)
+        started = [int(p) for p in pids.read_text().split()]
+        began = time.monotonic()
+        runner.send_signal(signal.SIGTERM)
+        code = runner.wait(timeout=15)
+        took = time.monotonic() - began
+        time.sleep(0.5)  # the grandchild's end is seen once its parent has gone
+        assert [pid for pid in started if alive(pid)] == []
+        if stubborn:  # ignored SIGTERM: killed after the grace
+            assert code == 128 + signal.SIGKILL and 1.5 <= took < 8, (code, took)
+        else:  # ended by the SIGTERM passed on
+            assert code == 128 + signal.SIGTERM and took < 8, (code, took)
+    finally:
+        runner.kill()
+        runner.wait()
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+# --- a real server ---------------------------------------------------------------------------------------------------
+
+def start_serve(registry, *options: str, **env: str) -> tuple[subprocess.Popen, str, Path]:
+    """``hrm serve`` of the tiny model with ``options`` (its own process group); returns once it answers /ping."""
+    tmp, uri = registry
+    port, log_path = free_port(), tmp / f"serve-limits-{time.monotonic_ns()}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(BIN / "hrm"), "serve", "--model", f"models:/{MODEL}@champion", "--tracking-uri",
+                                 uri, "--port", str(port), *options], env=bare_env(**env), cwd=tmp, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"hrm serve exited with {proc.returncode}:\n{log_path.read_text()[-5000:]}")
+        try:
+            if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+                return proc, base, log_path
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            stop_group(proc)
+            pytest.fail(f"no /ping answer in 120 s:\n{log_path.read_text()[-5000:]}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_a_request_over_the_limit_is_a_413_and_the_server_goes_on(registry):
+    proc, base, _ = start_serve(registry, "--max-puzzles", "4", "--batch", "2")
+    try:
+        over = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [["x"]] * 5}})
+        assert over.status_code == 413, (over.status_code, over.text)
+        assert over.json()["message"] == ("too many puzzles: 5 in one request, at most 4 (HRM_SERVE_MAX_PUZZLES); "
+                                          "split the request"), over.text
+        at_limit = PUZZLES + PUZZLES[:1]
+        ok = invoke(base, {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in at_limit]}})
+        assert ok.status_code == 200, ok.text
+        expected = local_predictions(registry[1], at_limit)  # in one batch here
+        assert [a["solution"] for a in ok.json()["predictions"]] == [a["solution"] for a in expected]
+        assert [a["steps"] for a in ok.json()["predictions"]] == [a["steps"] for a in expected]
+    finally:
+        stop_group(proc)
+
+
+@pytest.mark.slow
+def test_a_bad_limit_stops_the_model_from_loading(registry, monkeypatch):
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("HRM_SERVE_BATCH", "none")
+    mlflow.set_tracking_uri(registry[1])
+    with pytest.raises(ValueError, match="HRM_SERVE_BATCH must be a positive integer, got 'none'"):
+        mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+
+
+def group_members(pgids: set[int]) -> list[psutil.Process]:
+    """The live (not zombie) processes of these process groups."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) in pgids and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_in_the_middle_of_a_long_request(registry):
+    proc, base, log_path = start_serve(registry, "--max-puzzles", "100000", "--batch", "1", "--grace-seconds",
+                                       str(GRACE), MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT="3600")
+    started = psutil.Process(proc.pid).children(recursive=True)  # mlflow models serve, uvicorn
+    pgids = {os.getpgid(p.pid) for p in started} | {proc.pid}
+    answered: list = []
+    body = {"dataframe_split": {"columns": ["puzzle"], "data": [[p] for p in PUZZLES] * 10000},
+            "params": {"max_steps": 64, "adaptive": False}}
+    request = threading.Thread(target=lambda: answered.append(_post(base, body)), daemon=True)
+    try:
+        assert len(started) >= 2 and len(pgids) == 2, (started, pgids)  # the server in a group of its own
+        request.start()
+        busy = sum(p.cpu_times().user for p in started)
+        deadline = time.monotonic() + 60
+        while sum(p.cpu_times().user for p in started) < busy + 2:  # computing the request
+            assert time.monotonic() < deadline and not answered, answered
+            time.sleep(0.2)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=GRACE + 5)
+        assert time.monotonic() - began < GRACE + 5
+        assert code != 0
+        time.sleep(0.5)
+        assert group_members(pgids) == [], log_path.read_text()[-3000:]
+    finally:
+        stop_group(proc)
+        for p in group_members(pgids):
+            p.kill()
+
+
+def _post(base: str, body: dict):
+    """The status of a POST /invocations, or the error that ended it."""
+    try:
+        return requests.post(f"{base}/invocations", json=body, timeout=600).status_code
+    except requests.RequestException as err:
+        return err
