@@ -103,7 +103,7 @@ def test_hrm_train_prepares_once(tmp_path, monkeypatch):
 
     calls = []
 
-    def counted(cfg, resume):
+    def counted(cfg, resume, uri=None):
         calls.append(resume)
         raise ValueError("stop here")
 
