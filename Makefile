@@ -7,12 +7,15 @@ BIN := $(VENV)/bin
 .PHONY: demo test setup clean postgres
 setup: $(VENV)/.installed
 
+# pip's own output (setuptools' editable-install banner among it) goes to .venv/setup.log, shown only when a step fails.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[test]"
-	touch $@
+	@echo "setting up $(VENV) (torch 2.13 CPU, Ray, MLflow, ...; pip's log: $(VENV)/setup.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --quiet --upgrade pip && \
+	   $(BIN)/pip install --quiet "torch==2.13.0" && \
+	   $(BIN)/pip install --quiet -e ".[test]"; } > $(VENV)/setup.log 2>&1 || \
+	 { cat $(VENV)/setup.log; echo "setting up $(VENV) failed (the log above: $(VENV)/setup.log)"; exit 1; }
+	@touch $@
 
 demo: setup
 	$(BIN)/hrm demo

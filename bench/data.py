@@ -18,10 +18,10 @@ import time
 
 from hrm.tasks import maze
 from hrm.tasks.sudoku_solver import generate_many
-from pipeline import storage
+from pipeline.core import storage
+from pipeline.core.ray_start import init_ray
 from pipeline.data.build import build_dataset
 from pipeline.data.config import load_config
-from pipeline.ray_utils import init_ray
 
 TARGETS_S = {"sudoku": 600.0, "maze": 300.0}  # for 1000 originals
 

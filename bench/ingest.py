@@ -51,8 +51,9 @@ def write_split(root: Path, rows: int, seq_len: int, part_rows: int) -> DatasetM
 def measure(rows: int = 21600, seq_len: int = 36, part_rows: int = 2000, batch: int = 128, steps: int = 10,
             warmup: int = 3, run_steps: int = 800) -> dict[str, float]:
     """Seconds to read the share, per batch assembled, per training step, and the ingest cost per step."""
-    from bench.step import DEMO, Row, measure as step_measure
-    from pipeline.ray_utils import init_ray
+    from bench.step import DEMO, Row
+    from bench.step import measure as step_measure
+    from pipeline.core.ray_start import init_ray
 
     init_ray(num_cpus=2)
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hrm.vote import answer  # noqa: E402
+from pipeline.core.export import load_export  # noqa: E402
 from pipeline.data.loader import load_split, read_metadata  # noqa: E402
-from pipeline.train.checkpoint import load_export  # noqa: E402
 
 log = logging.getLogger("bench.test_time_compute")
 

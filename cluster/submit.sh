@@ -15,7 +15,7 @@ SHARED=${SHARED:-/mnt/shared}
 APP=${APP:-/home/ray/hrm-pipeline}
 export RAY_ADDRESS
 
-# The commit of this checkout, for the MLflow run's git tag: a job's working dir has no .git (pipeline/version.py)
+# The commit of this checkout, for the MLflow run's git tag: a job's working dir has no .git (pipeline/tracking/version.py)
 COMMIT=$(git -C "$(dirname "$0")" rev-parse HEAD 2> /dev/null || true)
 
 submit() {  # a job that outlives this shell: follow it with `ray job logs -f <id>`, stop it with `ray job stop <id>`

@@ -35,7 +35,7 @@ class ModelConfig:
     # same rows (lagged: no extra segment), or no continue head at all (halt on q_halt > 0). None: the variant's
     # rule (HRM extra_segment, TRM none).
     q_target: Literal["extra_segment", "lagged", "none"] | None = None
-    # "auto": chosen by the caller for its device (pipeline.precision.resolve_dtype); a model built with "auto"
+    # "auto": chosen by the caller for its device (pipeline.core.precision.resolve_dtype); a model built with "auto"
     # unresolved computes in float32.
     forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
@@ -102,7 +102,7 @@ FLAVOURS: dict[str, dict[str, Any]] = {
 def model_config(flavour: str = "paper", **overrides: Any) -> ModelConfig:
     """A flavour's ModelConfig with overrides (e.g. the dataset's vocab_size and seq_len).
 
-    Plain Python: values are not type-checked here (``pipeline.config_io`` checks what a config file holds)."""
+    Plain Python: values are not type-checked here (``pipeline.core.config_io`` checks what a config file holds)."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown model flavour {flavour!r}; choose one of {sorted(FLAVOURS)}")
     return ModelConfig(**{**FLAVOURS[flavour], **overrides})

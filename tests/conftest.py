@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -5,6 +6,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "hrm"))  # shared fixtures (sudoku_fixture)
+
+# Ray Train's controller looks at its workers every 2 s by default, and each step of a run's life (scheduling,
+# running, finished) waits for such a look: ~4 s of every tiny training run in the tests. Looking every 0.25 s
+# changes nothing else; the Ray processes and `hrm` commands the tests start inherit it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +24,7 @@ def ray_session():
     that needs another Ray (a dashboard, an S3 server) defines its own."""
     import ray
 
-    from pipeline.ray_utils import init_ray
+    from pipeline.core.ray_start import init_ray
 
     init_ray(num_cpus=2)
     yield

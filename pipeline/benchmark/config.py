@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config_io import from_dict
-from pipeline.names import name_problems
-from pipeline.yaml_io import read_mapping
+from pipeline.core.config_io import from_dict
+from pipeline.core.names import name_problems
+from pipeline.core.yaml_io import read_mapping
 
 
 @dataclass(kw_only=True)

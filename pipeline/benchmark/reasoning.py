@@ -68,19 +68,19 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
     dataset, then the report. A variant that fails is reported as failed and the others go on (hours of finished
     variants are not thrown away); RuntimeError when none finished. Ctrl-C stops the whole benchmark; the report
     folder then holds the variants finished before it (it is rewritten after each)."""
-    from pipeline import tracking
     from pipeline.benchmark.report import log_report, machine, write_progress
     from pipeline.data.build import build_dataset
     from pipeline.data.config import load_config
+    from pipeline.tracking import runs
 
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     folder = Path(bench.out) / f"{bench.name}-{stamp}"
-    uri = tracking.store_uri(tracking_uri)
+    uri = runs.store_uri(tracking_uri)
     configs = {label: load_variant(bench, base, label, stamp) for label in bench.variants}  # all checked first
     data_cfg = load_config(bench.path(bench.data_config, base))
     built = build_dataset(data_cfg)
     log.info("dataset %s: %d train / %d test puzzles", built.path, built.counts["train"], built.counts["test"])
-    parent = tracking.start_run(uri, bench.experiment, f"{bench.name}-{stamp}",
+    parent = runs.start_run(uri, bench.experiment, f"{bench.name}-{stamp}",
                                 {"minutes": bench.minutes, "eval_minutes": bench.eval_minutes, "votes": bench.votes,
                                  "deeper": bench.deeper, "variants": ",".join(bench.variants)},
                                 {"hrm.kind": "bench", "dataset": str(built.path)}, [])
@@ -102,9 +102,9 @@ def run_benchmark(bench: ReasoningBench, base: Path, tracking_uri: str | None = 
             raise RuntimeError("every variant failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
         log_report(results, folder, uri, parent)  # the loop wrote it after the last variant
     except BaseException as err:
-        tracking.end_run(uri, parent, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        runs.end_run(uri, parent, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    tracking.end_run(uri, parent, status="FAILED" if failed else "FINISHED")
+    runs.end_run(uri, parent, status="FAILED" if failed else "FINISHED")
     return Outcome(results, failed, folder)
 
 
@@ -140,7 +140,7 @@ def train_variant(label: str, cfg, uri: str, parent: str, bench: ReasoningBench)
 
 
 def load_checkpoint_model(folder: Path):
-    from pipeline.train.checkpoint import load_export
+    from pipeline.core.export import load_export
 
     model, info = load_export(Path(folder))
     return model.eval(), info

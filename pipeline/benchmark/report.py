@@ -20,7 +20,7 @@ def machine() -> dict[str, Any]:
 
     import torch
 
-    from pipeline.precision import cpu_capability, cpu_name, resolve_dtype
+    from pipeline.core.precision import cpu_capability, cpu_name, resolve_dtype
 
     dtype, _ = resolve_dtype("auto", "cpu")
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None

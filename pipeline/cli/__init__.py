@@ -1,5 +1,6 @@
 """The ``hrm`` command: the group, ``hrm info``, and the verb groups registered from their modules
-(``data``, ``train``, ``tune``, ``use``: eval/solve/serve, ``demo``, ``bench``)."""
+(``data``, ``train``, ``tune``, ``use``: eval/solve/serve, ``demo``, ``bench``). The top layer: may import any
+other."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import click
 
 # What a user got wrong (a file, a flag, a config value, a damaged dataset) and no command turned into a message:
 # one line naming it and exit status 1, as for the commands' own messages; the traceback only with --debug.
+# FileExistsError: also an output another job holds (pipeline.core.locks).
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-               PermissionError, ConnectionError)  # FileExistsError: also an output another job holds (pipeline.locks)
+               PermissionError, ConnectionError)
 
 
 class Main(click.Group):
@@ -51,8 +53,8 @@ def info(flavour: str) -> None:
 
     from hrm.config import model_config
     from hrm.model import HRM
-    from pipeline.config_io import to_dict
-    from pipeline.precision import resolve_dtype
+    from pipeline.core.config_io import to_dict
+    from pipeline.core.precision import resolve_dtype
 
     cfg = model_config(flavour)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -73,7 +75,7 @@ def _machine(dtype: str, reason: str) -> dict[str, object]:
 
     import torch
 
-    from pipeline.precision import cpu_capability, cpu_name
+    from pipeline.core.precision import cpu_capability, cpu_name
 
     def package(name: str) -> str:
         try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.demo import CONFIGS
+from pipeline.core.config_io import CONFIGS
 
 ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 

@@ -1,4 +1,4 @@
-"""``hrm demo``: the README's first command, the whole pipeline at small scale (pipeline.demo)."""
+"""``hrm demo``: the README's first command, the whole pipeline at small scale (pipeline.demo.run)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.demo import CONFIGS
+from pipeline.core.config_io import CONFIGS
 
 
 @click.command()
@@ -18,6 +18,6 @@ from pipeline.demo import CONFIGS
               default=CONFIGS / "train-demo.yaml", show_default=True)
 def demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     """Run the whole pipeline on an embedded local Ray and a local MLflow store."""
-    from pipeline.demo import run_demo
+    from pipeline.demo.run import run_demo
 
     run_demo(workdir.resolve(), data_config, train_config)

@@ -8,7 +8,7 @@ import click
 def parse_sets(pairs: tuple[str, ...]) -> dict:
     """``--set a.b=value`` pairs -> {dotted key: value}, values read as YAML (numbers as Python writes them,
     booleans, null, lists); a malformed pair is a click usage error naming ``--set``."""
-    from pipeline.yaml_io import parse
+    from pipeline.core.yaml_io import parse
 
     out = {}
     for pair in pairs:

@@ -21,7 +21,7 @@ ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 @click.option("--resume", is_flag=True, help="Continue a stopped sweep: finished trials are not run again.")
 def tune(config: Path, sets: tuple[str, ...], resume: bool) -> None:
     """Sweep the training job with Ray Tune; report each trial in MLflow; register the best model."""
-    from pipeline import locks
+    from pipeline.core import locks
     from pipeline.tune.config import load_sweep_config
     from pipeline.tune.run import prepare_sweep, run_sweep, sweep_folder
 

@@ -33,7 +33,7 @@ def use_store(tracking_uri: str | None, model_uri: str) -> None:
     (rather than MLflow quietly creating an empty one and answering that the model does not exist)."""
     import mlflow
 
-    from pipeline.tracking import quiet_downloads, sqlite_file, store_uri
+    from pipeline.tracking.runs import quiet_downloads, sqlite_file, store_uri
 
     quiet_downloads()  # no "Downloading artifacts" bar for the model's files
     uri = store_uri(tracking_uri)
@@ -42,16 +42,6 @@ def use_store(tracking_uri: str | None, model_uri: str) -> None:
         raise click.ClickException(f"no MLflow store here: {db} does not exist; run where `hrm demo` or "
                                    "`hrm train` ran, or give --tracking-uri (or set MLFLOW_TRACKING_URI)")
     mlflow.set_tracking_uri(uri)
-
-
-def show_grid(grid_json: str) -> str:
-    """The pyfunc's JSON grid -> text, one row per line (cells spaced when they are numbers)."""
-    import json
-
-    grid = json.loads(grid_json)
-    if grid is None:
-        return "(no well-formed grid)"
-    return "\n".join((" " if row and not isinstance(row[0], str) else "").join(str(c) for c in row) for row in grid)
 
 
 @click.command()
@@ -68,6 +58,10 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: i
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.exceptions import MlflowException
+
+    from pipeline.serving.answers import (
+        show_grid,  # imported before the model's shipped code joins sys.path
+    )
 
     if (puzzle is None) == (file is None):
         raise click.UsageError("give the puzzle as an argument or with --file (one of them)")
@@ -158,7 +152,7 @@ def _curves(solver, arrays, metrics: dict[str, float], seconds: float, K: int, *
     """(exact accuracy after each segment 1..K, from the evaluation's metrics; each segment's wall time is its
     share of the evaluation's, s/K of it), (exact accuracy voted over N = 1, 2, 4, …, ``votes``, each run and
     timed on its own; only the evaluation's own point when ``votes`` is 1)."""
-    from pipeline.eval_curves import vote_counts, votes_curve
+    from pipeline.evaluate.curves import vote_counts, votes_curve
 
     by_segment = [{"segment": s, "exact_accuracy": metrics[f"eval/exact_accuracy_step_{s}"], "forward_passes": s,
                    "seconds": seconds * s / K} for s in range(1, K + 1)]
@@ -187,23 +181,23 @@ def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, 
     exact_accuracy, forward_passes, seconds) and ``eval_curves.png``; returns (its id, the experiment's name)."""
     import mlflow
 
-    from pipeline import tracking
-    from pipeline.eval_curves import plot_curves
+    from pipeline.evaluate.curves import plot_curves
+    from pipeline.tracking import runs
 
     uri = mlflow.get_tracking_uri()
-    name = experiment or tracking.experiment_of_model(uri, model_run, "hrm-eval")
+    name = experiment or runs.experiment_of_model(uri, model_run, "hrm-eval")
     tags = {"hrm.kind": "eval", **({"hrm.model_run_id": model_run} if model_run else {})}
-    run_id = tracking.start_run(uri, name, "eval", params, tags, [])
+    run_id = runs.start_run(uri, name, "eval", params, tags, [])
     try:
-        tracking.RunLogger(uri, run_id).log(metrics, step=0)
+        runs.RunLogger(uri, run_id).log(metrics, step=0)
         for x, points in (("segment", by_segment), ("votes", by_votes)):
             for y in ("exact_accuracy", "forward_passes", "seconds"):
-                tracking.log_curve(uri, run_id, f"eval/{y}_by_{x}", {p[x]: p[y] for p in points})
-        tracking.log_figure(uri, run_id, plot_curves(by_segment, by_votes), "eval_curves.png")
+                runs.log_curve(uri, run_id, f"eval/{y}_by_{x}", {p[x]: p[y] for p in points})
+        runs.log_figure(uri, run_id, plot_curves(by_segment, by_votes), "eval_curves.png")
     except Exception:
-        tracking.end_run(uri, run_id, "FAILED")
+        runs.end_run(uri, run_id, "FAILED")
         raise
-    tracking.end_run(uri, run_id)
+    runs.end_run(uri, run_id)
     return run_id, name
 
 
@@ -258,7 +252,7 @@ def serve(model_uri: str, tracking_uri: str | None, host: str, port: int, worker
     import mlflow
 
     from pipeline.serving.pyfunc import BATCH_ENV, MAX_PUZZLES_ENV, serving_limits
-    from pipeline.tracking import NO_PROGRESS_BARS
+    from pipeline.tracking.runs import NO_PROGRESS_BARS
 
     limits = {name: str(value) for name, value in ((MAX_PUZZLES_ENV, max_puzzles), (BATCH_ENV, batch))
               if value is not None}

@@ -8,8 +8,9 @@ Where things are:
 - ``split``: the train/test split (Sudoku and Maze; ARC splits by source in ``hrm.tasks.arc_sources``);
 - ``write``: where the dataset is written: stage 2 (augment → ``write_parquet``), metadata.json, publishing;
 - ``builder``: what every task's builder implements (``Builder``); ``grid_builder`` for Sudoku and Maze;
-  ``build_sudoku``, ``build_maze``, ``build_arc``: the builders of each task;
+  ``build_sudoku``, ``build_maze``, ``build_arc``: the builders of each task; ``builders``: the registry by task;
 - ``config``, ``meta``, ``loader``, ``tokens``, ``show``: configs, metadata.json, reading a dataset back.
 
-Submodules import Ray only when a function needs it; importing this package is cheap.
+Submodules import Ray only when a function needs it; importing this package is cheap. Imports ``pipeline.core``
+and ``pipeline.tracking.version`` (the code version in metadata.json).
 """

@@ -21,14 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import locks, storage
-from pipeline.config_io import flatten
-from pipeline.data.builder import Job, make_builder
+from pipeline.core import locks, storage
+from pipeline.core.config_io import flatten
+from pipeline.data.builder import Job
+from pipeline.data.builders import make_builder
 from pipeline.data.config import DataConfig, fingerprint, identity
 from pipeline.data.make_originals import make_originals
 from pipeline.data.meta import METADATA, SPLITS, read_metadata_dict
-from pipeline.data.publish import (PARTS_PREFIX, DatasetExistsError, Publish, clean_leftovers, foreign_files,
-                                   metadata_digest)
+from pipeline.data.publish import (
+    PARTS_PREFIX,
+    DatasetExistsError,
+    Publish,
+    clean_leftovers,
+    foreign_files,
+    metadata_digest,
+)
 from pipeline.data.write import write_dataset
 
 log = logging.getLogger(__name__)
@@ -57,8 +64,8 @@ def build_dataset(cfg: DataConfig, out: str | Path | None = None, *, workers: in
     """Build the dataset of ``cfg`` into ``out`` (default ``cfg.out`` or ``data/<name>``; a local folder or an
     ``s3://`` / ``gs://`` prefix) on Ray Data, with ``workers`` tasks per stage (default: the cluster's CPUs).
 
-    The build holds ``out``'s lock (pipeline.locks) from before its first look at ``out`` to the end: a second build
-    of the same ``out`` fails at once, naming the first. Nothing is built when ``out`` already holds this dataset;
+    The build holds ``out``'s lock (pipeline.core.locks) from before its first look at ``out`` to the end: a second
+    build of the same ``out`` fails at once, naming the first. Nothing is built when ``out`` already holds this dataset;
     ``DatasetExistsError`` when it holds something else (``check_existing``). ``skip_invalid`` drops invalid
     imported rows or tasks instead of raising.
     """
@@ -95,8 +102,8 @@ def plan_parts(jobs: list[Job]) -> list[Job]:
 
 
 def _start_ray(workers: int | None) -> int:
-    """Join or start Ray (``pipeline.ray_utils.init_ray``); ``workers``, or the cluster's CPU count."""
-    from pipeline.ray_utils import init_ray
+    """Join or start Ray (``pipeline.core.ray_start.init_ray``); ``workers``, or the cluster's CPU count."""
+    from pipeline.core.ray_start import init_ray
 
     init_ray()
     import ray

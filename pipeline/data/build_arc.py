@@ -19,8 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from hrm.tasks.arc import (ArcTask, Transform, Variant, augment_task, encode_test, encode_train, transform_task,
-                           variant_key)
+from hrm.tasks.arc import (
+    ArcTask,
+    Transform,
+    Variant,
+    augment_task,
+    encode_test,
+    encode_train,
+    transform_task,
+    variant_key,
+)
 from hrm.tasks.arc_sources import load_source, parse_task, split_tasks
 from pipeline.data.builder import Builder, Chunk, Job, Summary, derive_seed
 from pipeline.data.meta import BLANK_IDENTIFIER

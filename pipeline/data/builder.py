@@ -71,20 +71,3 @@ class Builder(ABC):
     def metadata(self) -> dict[str, Any]:
         """Driver, after ``jobs``: ``num_puzzle_identifiers``, ``groups`` (originals per split), ``stats`` and any
         task-specific metadata.json entries."""
-
-
-def make_builder(cfg, skip_invalid: bool = False) -> Builder:
-    """The builder of ``cfg.task`` (a ``pipeline.data.config.DataConfig``); ValueError for an unknown task."""
-    if cfg.task == "sudoku":
-        from pipeline.data.build_sudoku import SudokuBuilder
-
-        return SudokuBuilder(cfg, skip_invalid)
-    if cfg.task == "maze":
-        from pipeline.data.build_maze import MazeBuilder
-
-        return MazeBuilder(cfg, skip_invalid)
-    if cfg.task == "arc":
-        from pipeline.data.build_arc import ArcBuilder
-
-        return ArcBuilder(cfg, skip_invalid)
-    raise ValueError(f"unknown task {cfg.task!r}")

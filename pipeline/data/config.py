@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.config_io import from_dict, to_dict
-from pipeline.names import name_problems
-from pipeline.yaml_io import read_mapping
+from pipeline.core.config_io import from_dict, to_dict
+from pipeline.core.names import name_problems
+from pipeline.core.yaml_io import read_mapping
 
 FORMAT_VERSION = 1
 TASK_NAMES = ("sudoku", "maze", "arc")
@@ -129,7 +129,7 @@ class DataConfig:
 
     def out_dir(self) -> str | Path:
         """Where the dataset goes: ``out`` (a folder, or an s3:// / gs:// URI kept as ``str``) or data/<name>."""
-        from pipeline.storage import is_remote
+        from pipeline.core.storage import is_remote
 
         if self.out and is_remote(self.out):
             return self.out

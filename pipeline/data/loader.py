@@ -2,7 +2,7 @@
 
 Decoded arrays: ``inputs`` int32 (N, L), ``labels`` int64 (N, L) with label token 0 (ignored) as -100,
 ``puzzle_ids`` int32 (N,). ``load_split`` gives rows in ``example_id`` order (the parts metadata.json lists, in
-its order). Locations are local folders or ``s3://`` / ``gs://`` prefixes (``pipeline.storage``).
+its order). Locations are local folders or ``s3://`` / ``gs://`` prefixes (``pipeline.core.storage``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.meta import SPLITS, DatasetMeta, read_metadata
+from pipeline.data.meta import SPLITS, DatasetMeta, part_files, read_metadata
 from pipeline.data.tokens import byte_matrix
 
 IGNORE_LABEL = -100
@@ -42,24 +42,6 @@ def decode_table(table_or_batch: Any, seq_len: int) -> dict[str, np.ndarray]:
     ids = get("puzzle_id")
     ids = ids.to_numpy() if isinstance(ids, (pa.ChunkedArray, pa.Array)) else np.asarray(ids)
     return {"inputs": inputs.astype(np.int32), "labels": labels, "puzzle_ids": ids.astype(np.int32)}
-
-
-def part_files(meta: DatasetMeta, split: str) -> list[str]:
-    """Locations (paths or URIs) of the split's Parquet parts in ``example_id`` order: the ones metadata.json names.
-
-    Only those are read: parts of a build that died, or of an older build still being cleaned up, are never mixed in.
-    """
-    from pipeline import storage
-
-    folder = meta.split_dir(split)  # also checks the split name
-    if meta.files is not None:
-        files = [storage.join(meta.path, p["path"]) for p in meta.files.get(split, [])]
-    else:  # datasets from before metadata listed its parts
-        files = [storage.join(folder, n) for n in storage.listdir(folder)
-                 if n.startswith("part-") and n.endswith(".parquet")]
-    if meta.counts.get(split, 0) and not files:
-        raise FileNotFoundError(f"{folder}: no Parquet parts, but metadata lists {meta.counts[split]} rows")
-    return files
 
 
 def load_split(path: str | Path, split: str, limit: int | None = None, *,
@@ -108,7 +90,7 @@ def read_split(path: str | Path, split: str, *, override_num_blocks: int | None 
     """
     import ray
 
-    from pipeline import storage
+    from pipeline.core import storage
 
     meta = read_metadata(path)
     files = part_files(meta, split)
@@ -127,7 +109,7 @@ def arc_test_refs(meta: DatasetMeta, puzzle_ids: np.ndarray) -> list:
     Test rows of one (task, variant) are written consecutively in test-pair order, so the pair index is the row's
     rank among earlier rows with the same puzzle id. Map labels -100 back to 0 before ``hrm.tasks.arc.crop``.
     """
-    from hrm.tasks.arc import Transform, TestRef
+    from hrm.tasks.arc import TestRef, Transform
 
     if meta.task != "arc" or not meta.puzzle_identifiers:
         raise ValueError(f"{meta.path}: not an ARC dataset with puzzle identifiers")

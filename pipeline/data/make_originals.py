@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.builder import Builder, Chunk, Summary, make_builder
+from pipeline.data.builder import Builder, Chunk, Summary
+from pipeline.data.builders import make_builder
 from pipeline.data.ray_items import items_dataset, ordered, worker_pool
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.version import code_version  # noqa: F401 (re-exported: metadata.json records it)
+from pipeline.tracking.version import code_version  # noqa: F401 (re-exported: metadata.json records it)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class DatasetMeta:
 
     def split_dir(self, split: str) -> str:
         """The folder (or URI) of a split's parts in the dataset's own layout."""
-        from pipeline import storage
+        from pipeline.core import storage
 
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
@@ -62,7 +62,7 @@ class DatasetMeta:
 
 def write_metadata(directory: str | Path, meta: dict[str, Any]) -> str:
     """Write ``metadata.json`` (adds ``created``) atomically: temp file + rename locally, one PUT on S3/GCS."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     meta = {**meta, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     path = storage.join(storage.normalize(directory), METADATA)
@@ -75,7 +75,7 @@ def write_metadata(directory: str | Path, meta: dict[str, Any]) -> str:
 def read_metadata_dict(path: str | Path) -> dict[str, Any]:
     """The raw metadata.json of dataset ``path`` (a folder or an s3:// / gs:// prefix); clear errors when missing
     or incomplete. A location without metadata.json is not a dataset (a build in progress, or one that died)."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     path = storage.normalize(path)
     file = storage.join(path, METADATA)
@@ -102,7 +102,7 @@ def read_metadata_dict(path: str | Path) -> dict[str, Any]:
 
 def read_metadata(path: str | Path) -> DatasetMeta:
     """``DatasetMeta`` of dataset ``path`` (folder or URI); also checks that each non-empty split's data exists."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     path = storage.normalize(path)
     raw = read_metadata_dict(path)
@@ -119,5 +119,23 @@ def read_metadata(path: str | Path) -> DatasetMeta:
     return meta
 
 
+def part_files(meta: DatasetMeta, split: str) -> list[str]:
+    """Locations (paths or URIs) of the split's Parquet parts in ``example_id`` order: the ones metadata.json names.
+
+    Only those are read: parts of a build that died, or of an older build still being cleaned up, are never mixed in.
+    """
+    from pipeline.core import storage
+
+    folder = meta.split_dir(split)  # also checks the split name
+    if meta.files is not None:
+        files = [storage.join(meta.path, p["path"]) for p in meta.files.get(split, [])]
+    else:  # datasets from before metadata listed its parts
+        files = [storage.join(folder, n) for n in storage.listdir(folder)
+                 if n.startswith("part-") and n.endswith(".parquet")]
+    if meta.counts.get(split, 0) and not files:
+        raise FileNotFoundError(f"{folder}: no Parquet parts, but metadata lists {meta.counts[split]} rows")
+    return files
+
+
 __all__ = ["DatasetMeta", "read_metadata", "read_metadata_dict", "write_metadata", "code_version", "METADATA",
-           "SPLITS", "BLANK_IDENTIFIER"]
+           "SPLITS", "BLANK_IDENTIFIER", "part_files"]

@@ -1,7 +1,7 @@
 """Publishing a built dataset, and only over what a build may replace.
 
 - ``clean_leftovers``: staging folders (``<out>.tmp-*``) and replaced datasets (``<out>.old-*``) of builds that
-  died are removed by the next build of the same output, which holds its lock (pipeline.locks): no live build can
+  died are removed by the next build of the same output, which holds its lock (pipeline.core.locks): no live build can
   own them. A build killed between the two renames of ``install`` left its dataset only in ``<out>.old-*``: that
   one is put back, not removed.
 - ``foreign_files``: ``--overwrite`` replaces a dataset's own files (metadata.json and the parts under train/,
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
+from pipeline.core import storage
 from pipeline.data.meta import METADATA, SPLITS
 
 log = logging.getLogger(__name__)

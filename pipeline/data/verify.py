@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.data.meta import SPLITS, DatasetMeta
+from pipeline.data.meta import SPLITS, DatasetMeta, part_files
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def check_part(meta: DatasetMeta, entry: dict[str, Any], data: bytes):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline import storage
+    from pipeline.core import storage
 
     where = storage.join(meta.path, entry["path"])
     if "bytes" in entry and len(data) != entry["bytes"]:
@@ -95,7 +95,7 @@ def check_tokens(table, meta: DatasetMeta, where: str) -> None:
 
 def read_part(meta: DatasetMeta, entry: dict[str, Any]):
     """Read and check one listed part (:func:`check_part`); a part that cannot be read is named too."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     where = storage.join(meta.path, entry["path"])
     try:
@@ -107,8 +107,7 @@ def read_part(meta: DatasetMeta, entry: dict[str, Any]):
 
 def entries(meta: DatasetMeta, split: str) -> list[dict[str, Any]]:
     """metadata.json's part list of ``split``; for a dataset from before it had one, its files in name order."""
-    from pipeline import storage
-    from pipeline.data.loader import part_files
+    from pipeline.core import storage
 
     if meta.files is not None:
         return list(meta.files.get(split, []))
@@ -128,7 +127,7 @@ class Verified:
 def verify_dataset(meta: DatasetMeta, splits: tuple[str, ...] = SPLITS) -> Verified:
     """Check every part of ``splits`` (:func:`check_part`) and that they hold the rows metadata.json counts;
     DatasetError naming the first bad part."""
-    from pipeline.progress import crossed
+    from pipeline.core.progress import crossed
 
     t0 = time.perf_counter()
     parts = size = checksums = 0

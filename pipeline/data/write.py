@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import storage
-from pipeline.data.builder import Builder, Job, make_builder
+from pipeline.core import storage
+from pipeline.data.builder import Builder, Job
+from pipeline.data.builders import make_builder
 from pipeline.data.config import DataConfig, config_dict, fingerprint, identity
 from pipeline.data.meta import SPLITS, code_version, write_metadata
 from pipeline.data.publish import Publish, discard, drop_old_parts, install, staging

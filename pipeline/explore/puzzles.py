@@ -29,7 +29,7 @@ SMALL: dict[str, dict[str, Any]] = {
 
 def build_small(task: str, out_dir: str | Path) -> Path:
     """Build (or reuse, when already there) the small dataset of ``task`` under ``out_dir``; its folder."""
-    from pipeline.config_io import from_dict
+    from pipeline.core.config_io import from_dict
     from pipeline.data.build import build_dataset
     from pipeline.data.config import DataConfig
 

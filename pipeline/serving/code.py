@@ -27,7 +27,7 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path, name: str) -> set[str]:
+def module_imports(path: Path, name: str) -> set[str]:
     """Absolute module names ``path`` (module ``name``) imports, wherever in the file."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -60,7 +60,7 @@ def served_modules() -> tuple[tuple[str, ...], tuple[str, ...]]:
         ours.add(name)
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages' __init__
-        for imported in _imports(path, name):
+        for imported in module_imports(path, name):
             top = imported.split(".")[0]
             if top in OURS:
                 todo.append(imported)

@@ -34,7 +34,11 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
+from mlflow.protos.databricks_pb2 import (
+    DEADLINE_EXCEEDED,
+    INVALID_PARAMETER_VALUE,
+    REQUEST_LIMIT_EXCEEDED,
+)
 
 MODEL_FILE = Path(__file__).with_name("model_file.py")  # builds an HRMSolver when MLflow loads the model
 COLUMNS = ["solution", "grid", "steps", "confidence"]
@@ -162,7 +166,7 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         """Load the exported model (artifact ``export``) on CPU, and its task."""
         from hrm.tasks import make_task
-        from pipeline.train.checkpoint import load_export
+        from pipeline.core.export import load_export
 
         # Served on CPU, in the dtype that suits this host whatever the model was trained in.
         self.model, self.info = load_export(Path(context.artifacts["export"]))

@@ -1,1 +1,1 @@
-"""Training HRM on Ray Train, tracked in MLflow."""
+"""Training HRM on Ray Train (``hrm train``), tracked in MLflow. Imports core, serving, tracking and data."""

@@ -1,16 +1,13 @@
 """What a training checkpoint holds, and how a resumed worker puts it back.
 
 A checkpoint folder: ``state.pt`` (model, both optimizers, EMA, step, epoch and position in it, every worker's RNG
-state, the non-finite streak) and the export pair ``model.pt`` (weights to serve: the EMA when enabled) +
-``model.json`` (model config, task, dataset facts), which is all the MLflow model needs.
+state, the non-finite streak) and the export pair (``pipeline.core.export``: weights to serve + config), which is
+all the MLflow model needs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import pickle
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +15,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hrm.config import ModelConfig
 from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import Optimizers
-from pipeline.config_io import from_dict, to_dict
+from pipeline.core import export
 
 
 @dataclass
@@ -68,9 +64,7 @@ def save(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, position
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "ema": ema.state_dict() if ema else None,
                 "position": vars(position), "rng": rng_states}, folder / "state.pt")
-    export = ema.shadow if ema is not None else model
-    torch.save(export.state_dict(), folder / "model.pt")
-    (folder / "model.json").write_text(json.dumps({"model": to_dict(model.config), **export_info}, indent=2))
+    export.write(folder, ema.shadow if ema is not None else model, export_info)
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -94,29 +88,3 @@ def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, rank:
     rngs = state["rng"]
     set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     return Position(**state["position"])
-
-
-EXPORT_FILES = ("model.pt", "model.json")  # what serving needs of a checkpoint: weights (EMA when on) + config
-
-
-def copy_export(checkpoint: Path, folder: Path) -> Path:
-    """Copy a checkpoint's export pair (not ``state.pt``: optimizer, RNG and training copies) into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in EXPORT_FILES:
-        if not (checkpoint / name).is_file():
-            raise FileNotFoundError(f"{checkpoint}: no {name}; not a checkpoint of this package")
-        shutil.copy2(checkpoint / name, folder / name)
-    return folder
-
-
-def load_export(folder: Path, map_location: str = "cpu") -> tuple[HRM, dict[str, Any]]:
-    """The served model of a checkpoint (or MLflow artifact) folder, in eval mode, and its info; it computes in the
-    dtype ``auto`` chooses for ``map_location``, whatever it was trained in (bfloat16 on a GPU is emulated, and
-    slow, on many CPUs)."""
-    from pipeline.precision import resolve_dtype
-
-    info = json.loads((Path(folder) / "model.json").read_text())
-    config = from_dict(ModelConfig, info["model"], where="model.json")
-    model = HRM(dataclasses.replace(config, forward_dtype=resolve_dtype("auto", map_location)[0]))
-    model.load_state_dict(torch.load(Path(folder) / "model.pt", map_location=map_location, weights_only=True))
-    return model.eval(), info

@@ -9,9 +9,9 @@ from typing import Any
 
 from hrm.config import ModelConfig, model_config
 from hrm.step import OptimConfig
-from pipeline.config_io import from_dict, set_dotted, to_dict
-from pipeline.names import name_problems
-from pipeline.yaml_io import read_mapping
+from pipeline.core.config_io import from_dict, set_dotted, to_dict
+from pipeline.core.names import name_problems
+from pipeline.core.yaml_io import read_mapping
 
 
 @dataclass(kw_only=True)
@@ -159,7 +159,7 @@ def run_model_config(cfg: TrainConfig, meta, **overrides: Any) -> ModelConfig:
 def resolve_data(cfg: TrainConfig, base: Path | None = None) -> str:
     """The dataset as an absolute local path or an s3:// / gs:// URI (a ``str``: ``Path`` mangles URIs), checked
     for a complete dataset (its metadata.json, written last)."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     path = cfg.data
     if not storage.is_remote(path) and not Path(path).is_absolute():
@@ -178,6 +178,6 @@ def storage_path_problems(path: str) -> list[str]:
 
 
 def resolve_tracking_uri(cfg: TrainConfig) -> str:
-    from pipeline.tracking import store_uri
+    from pipeline.tracking.runs import store_uri
 
     return store_uri(cfg.tracking.tracking_uri)

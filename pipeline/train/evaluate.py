@@ -3,7 +3,7 @@
 Reported: exact and token accuracy, q-halt accuracy, the mean step at which the model would halt, exact accuracy
 after each ACT step 1..K, and the task's own scorers (e.g. Sudoku validity, maze valid-optimal path); with
 ``votes`` > 1 also the exact accuracy of answers voted over that many symmetries of each puzzle (hrm.vote).
-``hrm eval``'s curves against votes and their plot: pipeline.eval_curves.
+``hrm eval``'s curves against votes and their plot: pipeline.evaluate.curves.
 """
 
 from __future__ import annotations

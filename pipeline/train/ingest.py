@@ -37,7 +37,7 @@ def _footer_range(location: str) -> Part:
     """A part's example_id range from its Parquet footer's statistics (None when it has none)."""
     import pyarrow.parquet as pq
 
-    from pipeline import storage
+    from pipeline.core import storage
 
     fs, path = storage.filesystem(location)
     meta = pq.ParquetFile(path, filesystem=fs).metadata
@@ -55,9 +55,9 @@ def _footer_range(location: str) -> Part:
 
 
 def list_parts(meta, split: str) -> list[Part]:
-    """The split's Parquet parts (pipeline.data.loader.part_files) with their example_id ranges: from
+    """The split's Parquet parts (pipeline.data.meta.part_files) with their example_id ranges: from
     metadata.json's part list when it gives them ("rows", "first"), else from the parts' footers."""
-    from pipeline.data.loader import part_files
+    from pipeline.data.meta import part_files
 
     files = part_files(meta, split)
     if not files:

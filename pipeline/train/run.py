@@ -9,13 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import locks
-from pipeline.config_io import flatten, to_dict
-from pipeline.storage import is_remote
+from pipeline.core import locks
+from pipeline.core.config_io import flatten, to_dict
+from pipeline.core.storage import is_remote
 from pipeline.train.batches import require_one_global_batch
-from pipeline.train.config import TrainConfig, resolve_data, resolve_tracking_uri, run_model_config
+from pipeline.train.config import (
+    TrainConfig,
+    resolve_data,
+    resolve_tracking_uri,
+    run_model_config,
+)
 from pipeline.train.run_folder import RunFolder
-from pipeline.train.run_state import RUN_ID_FILE, check_resumable, started_without_checkpoint
+from pipeline.train.run_state import (
+    RUN_ID_FILE,
+    check_resumable,
+    started_without_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +145,7 @@ def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: str | Path,
              config_file: Path | None = None, tags: dict[str, str] | None = None) -> str:
     """The run's MLflow run id: the one recorded in the run folder when resuming, else a new run (``tags`` added,
     e.g. ``mlflow.parentRunId`` for a sweep trial) whose id is then recorded there."""
-    from pipeline import tracking
+    from pipeline.tracking import runs
 
     folder = run_folder(cfg)
     if resume:
@@ -147,7 +156,7 @@ def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: str | Path,
         resolved = Path(tmp) / "train_config.json"
         resolved.write_text(json.dumps(to_dict(cfg), indent=2))
         artifacts = [resolved] + ([config_file] if config_file else [])
-        run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, flatten(cfg),
+        run_id = runs.start_run(uri, cfg.tracking.experiment, cfg.name, flatten(cfg),
                                     {"task": meta.task, "dataset": str(data_path), **(tags or {})}, artifacts,
                                     dataset=meta)
     try:
@@ -161,10 +170,10 @@ def open_run(cfg: TrainConfig, *, resume: bool, uri: str, data_path: str | Path,
 def end_quietly(uri: str, run_id: str, status: str) -> None:
     """End the MLflow run with ``status`` on a way out; a failure to do so is logged (the job's error matters
     more)."""
-    from pipeline import tracking
+    from pipeline.tracking import runs
 
     try:
-        tracking.end_run(uri, run_id, status=status)
+        runs.end_run(uri, run_id, status=status)
     except Exception as err:  # noqa: BLE001 (the store may be what failed)
         log.warning("could not mark MLflow run %s %s: %s", run_id, status, err)
 
@@ -177,8 +186,8 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipeline.core.progress import progress_mode, quiet_ray_data
     from pipeline.data.loader import read_metadata
-    from pipeline.progress import progress_mode, quiet_ray_data
     from pipeline.train.ingest import ShardedTrainData
     from pipeline.train.worker import train_loop_per_worker
 
@@ -209,7 +218,7 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
 def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[str]:
     """What a job submitted with ``--working-dir`` would write into that working directory, a temporary copy that
     Ray deletes: the run folder (checkpoints, the id --resume needs) or the embedded MLflow store."""
-    from pipeline.tracking import sqlite_file
+    from pipeline.tracking.runs import sqlite_file
 
     if "working_dir_files" not in cwd.parts:
         return []
@@ -230,14 +239,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
     """Run the job; ``tags`` go on a new MLflow run (e.g. ``mlflow.parentRunId``); ``fault`` (tests only) kills or
     fails one worker once: {rank, step, kind, marker}.
 
-    The job holds its run folder's lock (``<storage_path>/<name>.lock``, pipeline.locks) from before its first
+    The job holds its run folder's lock (``<storage_path>/<name>.lock``, pipeline.core.locks) from before its first
     look at the folder to the end: a second job of the same name fails at once, naming the first."""
-    from pipeline import tracking
-    from pipeline.ray_utils import init_ray
+    from pipeline.core.ray_start import init_ray
+    from pipeline.tracking import runs
 
     with locks.hold(run_folder(cfg).uri, f"hrm train {cfg.name}"):
         uri = resolve_tracking_uri(cfg)
-        tracking.check_reachable(uri)
+        runs.check_reachable(uri)
         data_path, meta, (params, state_bytes) = prepare(cfg, resume, uri)
         init_ray()
         check_resources(cfg)
@@ -248,7 +257,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
             log.warning(warning)
         for warning in ephemeral_outputs(Path.cwd(), cfg.storage_path, uri):
             log.warning(warning)
-        status_before = tracking.run_status(uri, (run_folder(cfg).read(RUN_ID_FILE) or "").strip()) if resume \
+        status_before = runs.run_status(uri, (run_folder(cfg).read(RUN_ID_FILE) or "").strip()) if resume \
             else None
         run_id = open_run(cfg, resume=resume, uri=uri, data_path=data_path, meta=meta, config_file=config_file,
                           tags=tags)
@@ -260,7 +269,7 @@ def fit_and_finish(cfg: TrainConfig, uri: str, run_id: str, data_path: str | Pat
     """Fit on Ray Train and log, register and promote the best checkpoint. Every way out ends the MLflow run:
     FINISHED, FAILED, or KILLED on Ctrl-C — but a failed --resume of a run that had finished leaves it (and its
     model) as it was."""
-    from pipeline import tracking
+    from pipeline.tracking import runs
 
     try:
         trainer = make_trainer(cfg, data_path, uri, run_id, fault=fault, meta=meta)
@@ -276,14 +285,14 @@ def fit_and_finish(cfg: TrainConfig, uri: str, run_id: str, data_path: str | Pat
         else:
             end_quietly(uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    tracking.end_run(uri, run_id)
+    runs.end_run(uri, run_id)
     return outcome
 
 
 def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome:
     """Log the best checkpoint's model (and its sample answers) to the run, its eval metrics linked to the model
     and, as ``model/*`` summary metrics of the run, which checkpoint it is; register it; move the alias."""
-    from pipeline import tracking
+    from pipeline.tracking import registry
     from pipeline.train.samples import draw_samples
 
     info = json.loads((best / "model.json").read_text())
@@ -295,13 +304,13 @@ def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome
     name = (cfg.tracking.model_name or f"hrm-{meta.task}") if cfg.tracking.register else None
     step = int(metrics.get("step", 0))
     numbers = {k: float(v) for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
-    logged = tracking.log_model(uri, run_id, best, name, example, step=step, metrics=numbers)
-    tracking.log_registered_checkpoint(uri, run_id, best.name, step, numbers)
+    logged = registry.log_model(uri, run_id, best, name, example, step=step, metrics=numbers)
+    registry.log_registered_checkpoint(uri, run_id, best.name, step, numbers)
     version = str(logged.registered_model_version) if name and logged.registered_model_version else None
     champion = False
     if name and version:
         value = float(metrics.get(cfg.tracking.champion_metric, float("-inf")))
-        champion = tracking.promote_if_better(uri, name, version, cfg.tracking.champion_metric, value)
+        champion = registry.promote_if_better(uri, name, version, cfg.tracking.champion_metric, value)
     return Outcome(run_id=run_id, metrics=metrics, checkpoint=best,
                    model_uri=f"models:/{name}/{version}" if version else logged.model_uri,
                    model_version=version, champion=champion)

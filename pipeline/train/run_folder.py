@@ -9,10 +9,9 @@ reads. Object stores are reached through pyarrow's filesystems with the usual en
 from __future__ import annotations
 
 
-
 def location_problems(path: str, what: str = "storage_path") -> list[str]:
     """Why ``path`` cannot hold runs: empty, or a URI of a store pyarrow (and so Ray Train) cannot write to."""
-    from pipeline import storage
+    from pipeline.core import storage
 
     if not path:
         return [f"{what} must not be empty"]
@@ -24,10 +23,10 @@ def location_problems(path: str, what: str = "storage_path") -> list[str]:
 
 
 class RunFolder:
-    """``<storage_path>/<name>``, local or remote (through pipeline.storage); small text files in it and its listing."""
+    """``<storage_path>/<name>``, local or remote (through pipeline.core.storage); small text files in it and its listing."""
 
     def __init__(self, storage_path: str, name: str):
-        from pipeline import storage
+        from pipeline.core import storage
 
         self.parent = storage.normalize(storage_path)  # absolute locally: Ray's workers run in another cwd
         self.name = name
@@ -38,33 +37,33 @@ class RunFolder:
 
     def names(self) -> list[str]:
         """The entries directly inside the folder ([] when it does not exist)."""
-        from pipeline import storage
+        from pipeline.core import storage
 
         return storage.listdir(self.uri)
 
     def exists(self) -> bool:
         """A local folder that exists (even empty); a remote prefix with objects under it."""
-        from pipeline import storage
+        from pipeline.core import storage
 
         return storage.exists(self.uri)
 
     def read(self, name: str) -> str | None:
         """The text of the file ``name`` in the folder, None when it is absent."""
-        from pipeline import storage
+        from pipeline.core import storage
 
         location = storage.join(self.uri, name)
         return storage.read_text(location) if storage.is_file(location) else None
 
     def write(self, name: str, text: str) -> None:
         """Write the file ``name`` whole (a renamed temp file locally, one PUT on an object store)."""
-        from pipeline import storage
+        from pipeline.core import storage
 
         storage.make_dirs(self.uri)
         storage.write_text(storage.join(self.uri, name), text)
 
     def remove(self) -> None:
         """The folder and everything in it (every object under the prefix)."""
-        from pipeline import storage
+        from pipeline.core import storage
 
         storage.delete(self.uri)
 

@@ -49,9 +49,9 @@ def last_report(folder: RunFolder) -> dict[str, Any] | None:
 def check_resumable(cfg: TrainConfig, folder: RunFolder, meta, uri: str, run_id: str) -> None:
     """A run that finished resumes only when ``cfg`` asks for more training than it did (more steps, or more
     minutes under a time budget): otherwise --resume would only log and register the same model again."""
-    from pipeline import tracking
+    from pipeline.tracking import runs
 
-    if tracking.run_status(uri, run_id) != "FINISHED":
+    if runs.run_status(uri, run_id) != "FINISHED":
         return
     done = last_report(folder)
     if done is None:

@@ -19,8 +19,8 @@ def draw_samples(export_folder: Path, data_path: Path, n: int) -> tuple[Path, li
 
     from hrm.solve import solve
     from hrm.tasks import make_task
+    from pipeline.core.export import load_export
     from pipeline.data.loader import load_split
-    from pipeline.train.checkpoint import load_export
 
     model, info = load_export(export_folder)
     task = make_task(info["task"], info.get("task_args"))

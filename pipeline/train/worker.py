@@ -25,9 +25,15 @@ import torch
 from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import Optimizers, build_optimizers, set_lr, train_step
-from pipeline.config_io import from_dict
+from pipeline.core.config_io import from_dict
 from pipeline.train import checkpoint
-from pipeline.train.batches import Rows, ShardedBatches, require_one_global_batch, to_torch, worker_range
+from pipeline.train.batches import (
+    Rows,
+    ShardedBatches,
+    require_one_global_batch,
+    to_torch,
+    worker_range,
+)
 from pipeline.train.config import TrainConfig, run_model_config
 from pipeline.train.evaluate import evaluate
 from pipeline.train.faults import inject_fault
@@ -149,8 +155,8 @@ class Worker:
     batches: ShardedBatches
     total_steps: int
     evals: EvalSet
-    logger: Any = None  # pipeline.tracking_buffer.BufferedRunLogger
-    bar: Any = None  # pipeline.progress.make_progress
+    logger: Any = None  # pipeline.tracking.buffer.BufferedRunLogger
+    bar: Any = None  # pipeline.core.progress.make_progress
     metrics: MetricLog = field(default_factory=MetricLog)
     early_stop: EarlyStop | None = None
     clock: Clock = field(default_factory=lambda: Clock(None, None))
@@ -296,8 +302,8 @@ def save_checkpoint(w: Worker, folder: Path, metrics: dict[str, Any], rngs: list
 
 def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]:
     """The worker's HRM on ``device``, computing in the configured forward_dtype with ``auto`` resolved for
-    ``device`` (pipeline.precision), and the reason for that dtype."""
-    from pipeline.precision import resolve_dtype
+    ``device`` (pipeline.core.precision), and the reason for that dtype."""
+    from pipeline.core.precision import resolve_dtype
 
     config = run_model_config(cfg, meta)
     dtype, reason = resolve_dtype(config.forward_dtype, device)
@@ -307,10 +313,10 @@ def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]
 
 def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str, unreachable_minutes: float) -> Any:
     """Rank 0's MLflow logger of the run (buffered: training goes on while the tracking server is unreachable, for
-    at most ``unreachable_minutes``; pipeline.tracking_buffer), after logging the resolved forward dtype (and why)
+    at most ``unreachable_minutes``; pipeline.tracking.buffer), after logging the resolved forward dtype (and why)
     and starting the ``system/*`` metrics of this machine."""
-    from pipeline.tracking import start_system_metrics
-    from pipeline.tracking_buffer import BufferedRunLogger
+    from pipeline.tracking.buffer import BufferedRunLogger
+    from pipeline.tracking.runs import start_system_metrics
 
     logger = BufferedRunLogger(config["tracking_uri"], config["run_id"], unreachable_minutes)
     logger.log_params({"resolved.forward_dtype": model.config.forward_dtype})
@@ -322,7 +328,7 @@ def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str, unreach
 def close_tracking(w: Worker, failed: bool = False) -> None:
     """Send what rank 0's MLflow logger has buffered before the worker ends: waiting at most the unreachable limit
     at the end of training, ``FAILED_CLOSE_SECONDS`` on the way out of a failed run (a warning says what is lost)."""
-    from pipeline.tracking_buffer import FAILED_CLOSE_SECONDS
+    from pipeline.tracking.buffer import FAILED_CLOSE_SECONDS
 
     if w.logger is not None:
         w.logger.close(FAILED_CLOSE_SECONDS if failed else None)
@@ -379,7 +385,7 @@ def quiet_data_stream(mode: str | None = None) -> None:
     are off already: ShardedTrainData turns them off in the Dataset's context). In ``lines`` mode also Ray Train's
     INFO lines of this worker (a metrics dump and a checkpoint line at every report); its warnings and the
     controller's lines (worker group, failures and retries) still show."""
-    from pipeline.progress import quiet_console, quiet_ray_data
+    from pipeline.core.progress import quiet_console, quiet_ray_data
 
     quiet_ray_data()
     if mode == "lines":
@@ -390,6 +396,6 @@ def make_bar(total: int, position: checkpoint.Position, budget_seconds: float | 
     """Rank 0's training progress: a Ray progress bar (``mode`` "bar", the driver is in a terminal) or a log line
     every ~10% of the steps ("lines"), or of the training-time budget when there is one; all take
     ``advance(step, trained_seconds)``, ``set_metrics(train_metrics)`` and ``close()``."""
-    from pipeline.progress import make_progress
+    from pipeline.core.progress import make_progress
 
     return make_progress(mode, total, position.step, budget_seconds, position.trained_seconds)

@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hrm.config import model_config
-from pipeline.config_io import from_dict, set_dotted
-from pipeline.names import name_problems
+from pipeline.core.config_io import from_dict, set_dotted
+from pipeline.core.names import name_problems
+from pipeline.core.yaml_io import read_mapping
 from pipeline.train.config import TrainConfig, storage_path_problems
-from pipeline.tune.space import candidates, flatten_entries, is_distribution, normalize_key
-from pipeline.yaml_io import read_mapping
+from pipeline.tune.space import (
+    candidates,
+    flatten_entries,
+    is_distribution,
+    normalize_key,
+)
 
 REPORTED = ("eval/exact_accuracy", "eval/accuracy", "eval/q_halt_accuracy", "eval/steps", "eval/count", "step",
             "epoch", "minutes")  # what the training loop reports at every evaluation (plus task scorers, per step)

@@ -14,12 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config_io import from_dict, to_dict
-from pipeline.ray_utils import init_ray
+from pipeline.core.config_io import from_dict, to_dict
+from pipeline.core.ray_start import init_ray
 from pipeline.train.batches import require_one_global_batch
-from pipeline.train.config import (TrainConfig, load_train_config, resolve_data, resolve_tracking_uri,
-                                   run_model_config)
-from pipeline.tune.config import SweepConfig, check_metric, planned_reports, train_config_path
+from pipeline.train.config import (
+    TrainConfig,
+    load_train_config,
+    resolve_data,
+    resolve_tracking_uri,
+    run_model_config,
+)
+from pipeline.tune.config import (
+    SweepConfig,
+    check_metric,
+    planned_reports,
+    train_config_path,
+)
 from pipeline.tune.report import TrialRow
 from pipeline.tune.space import check_space, grid_size, to_tune, trial_config
 
@@ -144,7 +154,14 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipeline.train.run import RUN_ID_FILE, end_quietly, make_trainer, open_run, prepare, run_folder
+    from pipeline.train.run import (
+        RUN_ID_FILE,
+        end_quietly,
+        make_trainer,
+        open_run,
+        prepare,
+        run_folder,
+    )
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(setup["base"], params, trial_name(setup["sweep"], trial_id))
@@ -196,7 +213,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
 
 def _start_parent_run(plan: Plan, sweep_file: Path | None) -> str:
     """Make the sweep's folder, save its configs there (what a resume reads) and open its MLflow run; its id."""
-    from pipeline import tracking
+    from pipeline.tracking import runs
 
     sweep, base, folder = plan.sweep, plan.base, plan.folder
     folder.mkdir(parents=True)
@@ -207,7 +224,7 @@ def _start_parent_run(plan: Plan, sweep_file: Path | None) -> str:
               **{f"space.{k}": json.dumps(v) for k, v in sweep.space.items()},
               **{f"overrides.{k}": v for k, v in sweep.overrides.items()}}
     artifacts = [folder / SWEEP_FILE, folder / BASE_FILE] + ([sweep_file] if sweep_file else [])
-    parent = tracking.start_run(base.tracking.tracking_uri, base.tracking.experiment, sweep.name, params,
+    parent = runs.start_run(base.tracking.tracking_uri, base.tracking.experiment, sweep.name, params,
                                 {"sweep": sweep.name, "kind": "sweep"}, artifacts)
     (folder / PARENT_FILE).write_text(parent)
     return parent
@@ -265,7 +282,7 @@ def finish_sweep(plan: Plan, parent: str, results: list) -> SweepOutcome:
     register the best model; returns the outcome."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline import tracking
+    from pipeline.tracking import runs
     from pipeline.tune.report import log_report, sort_rows, write_report
 
     sweep, uri = plan.sweep, plan.base.tracking.tracking_uri
@@ -288,7 +305,7 @@ def finish_sweep(plan: Plan, parent: str, results: list) -> SweepOutcome:
         client.set_tag(parent, "best_trial_id", best.trial_id)
         client.set_tag(parent, "best_run_id", best.run_id or "")
         _register_best(plan, parent, best, outcome)
-    tracking.end_run(uri, parent)
+    runs.end_run(uri, parent)
     log.info("sweep %s: %s; best trial %s", sweep.name, counts, best.trial_id if best else "-")
     return outcome
 

@@ -15,14 +15,14 @@ import typing
 from typing import Any
 
 from hrm.config import ModelConfig
-from pipeline.config_io import flatten
+from pipeline.core.config_io import flatten
 from pipeline.train.config import TrainConfig, load_train_config
 
 log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 FIXED = ("name", "data", "storage_path", "tracking", "scaling")  # set by the sweep, not searched
-# Not searched: set from the dataset, or (forward_dtype) resolved for each trial's device (pipeline.precision) unless
+# Not searched: set from the dataset, or (forward_dtype) resolved for each trial's device (pipeline.core.precision) unless
 # the base config fixes it.
 DATA_SIZED = ("vocab_size", "seq_len", "num_puzzle_identifiers", "forward_dtype")
 MAX_COMBINATIONS = 512  # combinations of discrete values checked together (contradictions between keys)

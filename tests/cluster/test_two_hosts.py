@@ -80,14 +80,16 @@ class Hosts:
             env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes[name] = (proc, log)
 
-    def stop_node(self, name: str) -> None:
+    def stop_node(self, name: str, grace: float = 10) -> None:
         proc, log = self.nodes.pop(name)
-        stop_group(proc, grace=10)
+        stop_group(proc, grace=grace)
         log.close()
 
     def destroy(self) -> None:
+        """Tear both hosts down. Nothing of theirs is kept, so no graceful ``ray stop``: a node is PID 1 of its PID
+        namespace, and killing it ends every process of the node at once (about 20 s saved against SIGTERM)."""
         for name in list(self.nodes):
-            self.stop_node(name)
+            self.stop_node(name, grace=0.5)
         for ns in self.ns:
             sh("ip", "netns", "del", ns, check=False)
 

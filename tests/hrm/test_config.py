@@ -1,7 +1,7 @@
 import pytest
 
 from hrm.config import FLAVOURS, ModelConfig, model_config
-from pipeline.config_io import flatten, from_dict
+from pipeline.core.config_io import flatten, from_dict
 
 
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
@@ -45,7 +45,7 @@ def test_unknown_flavour():
 
 
 def test_model_config_is_plain_python():
-    """hrm.config needs neither the pipeline nor pydantic: strict loading of files is pipeline.config_io's."""
+    """hrm.config needs neither the pipeline nor pydantic: strict loading of files is pipeline.core.config_io's."""
     import subprocess
     import sys
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from sudoku_fixture import sudoku_batch
 
 from hrm.config import model_config
 from hrm.model import HRM
 from hrm.step import OptimConfig, build_optimizers, set_lr, train_step
-from sudoku_fixture import sudoku_batch
 
 
 def exact_accuracy(m: HRM, b) -> float:

@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline" / "serving"))
 from tiny_registry import register_tiny_model  # noqa: E402
 
-from pipeline import tracking  # noqa: E402
+from pipeline.tracking import runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -86,7 +86,7 @@ def log_sweep(uri: str, experiment: str) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    exp = tracking.experiment_id(client, uri, experiment)
+    exp = runs.experiment_id(client, uri, experiment)
     parent = client.create_run(exp, run_name="depth-sweep").info.run_id
     trials = [(m, n, t) for m in (1, 2, 4) for n, t in ((1, 1), (2, 2))]
     for i, (m, n, t) in enumerate(trials):

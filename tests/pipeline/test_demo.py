@@ -1,6 +1,6 @@
 """`hrm demo`, the README's first command, end to end at tiny scale through the real CLI in its own process:
 Ray Data → Ray Train → MLflow run and registry → a new puzzle solved; everything under --workdir. Its output goes
-to pipes, not a terminal: it must read as a log (pipeline.progress), as in CI or `make demo > log 2>&1`."""
+to pipes, not a terminal: it must read as a log (pipeline.core.progress), as in CI or `make demo > log 2>&1`."""
 
 import os
 import re
@@ -65,8 +65,10 @@ def test_demo_runs_every_stage_inside_its_workdir(tmp_path):
 
 # Lines of the whole output (stdout and stderr) of the tiny demo above: 80 measured, 28 of them the puzzle and the
 # result, plus Ray's own lines that vary (a 31-line traceback of Train's placement-group cleaner while other Ray
-# instances run on the machine: 111). Before pipeline.progress: 173 lines and 58 bar redraws (carriage returns).
+# instances run on the machine: 111). Before pipeline.core.progress: 173 lines and 58 bar redraws (carriage returns).
 MAX_DEMO_LINES = 150
+# Ray's C++ log lines at ERROR level: "[2026-12-06 16:23:54,912 E 14865 14898] core_worker.cc:2465: ...".
+RAY_ERROR_LINE = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,.]+ E \d+ \d+\]")
 
 
 def check_log_output(text: str) -> None:
@@ -84,6 +86,9 @@ def check_log_output(text: str) -> None:
     assert sum(bool(re.search(evals, line)) for line in lines) == 2, \
         text[-3000:]
     for noise in ("Running Dataset", "Total Progress", "Reporting training result", "Checkpoint successfully created",
-                  "Downloading artifacts", "train steps"):
+                  "Downloading artifacts", "train steps", "DeprecationWarning"):
         assert noise not in text, (noise, text[-3000:])
+    assert "\x1b" not in text, "ANSI escape codes (Ray's coloured prefixes) in non-terminal output"
+    alarms = [line for line in lines if RAY_ERROR_LINE.search(line)]
+    assert alarms == [], "\n".join(alarms)  # a healthy run logs no error: Ray's benign ones are dropped at the source
     assert len(lines) <= MAX_DEMO_LINES, f"{len(lines)} lines of output:\n{text[-5000:]}"

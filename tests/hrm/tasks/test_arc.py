@@ -25,7 +25,13 @@ from hrm.tasks.arc import (
     variant_key,
 )
 from hrm.tasks.arc_scoring import answers_of, collect, pass_at_k, vote
-from hrm.tasks.arc_sources import check_no_leak, load_directory, load_kaggle, load_source, split_tasks
+from hrm.tasks.arc_sources import (
+    check_no_leak,
+    load_directory,
+    load_kaggle,
+    load_source,
+    split_tasks,
+)
 from hrm.tasks.grids import N_DIHEDRAL, dihedral
 
 SHARED_ARC = Path(__file__).parents[3].parent / "shared/data/arc"

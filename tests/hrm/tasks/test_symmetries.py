@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from hrm.tasks.arc import CANVAS, COLOUR0, ArcTask, Transform, apply_transform, canvas_symmetry, crop, encode_pair
+from hrm.tasks.arc import (
+    CANVAS,
+    COLOUR0,
+    ArcTask,
+    Transform,
+    apply_transform,
+    canvas_symmetry,
+    crop,
+    encode_pair,
+)
 from hrm.tasks.base import IDENTITY, Task
 from hrm.tasks.maze import FREE, PATH, MazeTask, generate_many, is_valid_optimal
 from hrm.tasks.sudoku import SudokuTask

@@ -11,8 +11,8 @@ from pipeline.benchmark.config import ReasoningBench, load_bench
 from pipeline.benchmark.reasoning import load_variant
 from pipeline.cli import main
 from pipeline.cli.bench import pick_variants
+from pipeline.core.config_io import CONFIGS
 from pipeline.data.config import load_config
-from pipeline.demo import CONFIGS
 
 BENCH = CONFIGS / "bench-reasoning.yaml"
 

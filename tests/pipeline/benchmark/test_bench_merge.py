@@ -133,7 +133,7 @@ def test_a_benchmark_stopped_midway_keeps_the_report_of_its_finished_variants(tm
     import pipeline.data.build
     from pipeline.benchmark import reasoning, report
     from pipeline.benchmark.config import load_bench
-    from pipeline.demo import CONFIGS
+    from pipeline.core.config_io import CONFIGS
 
     bench = load_bench(CONFIGS / "bench-reasoning.yaml", out=str(tmp_path / "out"), storage_path=str(tmp_path))
     built = SimpleNamespace(path=tmp_path / "sudoku-6x6-minimal", counts={"train": 160000, "test": 500})

@@ -11,8 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.precision import resolve_dtype
 from pipeline.cli import main
+from pipeline.core.precision import resolve_dtype
 
 
 def info(*args: str) -> dict[str, str]:

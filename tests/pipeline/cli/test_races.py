@@ -60,11 +60,30 @@ def build_args(seed: int, out: str = "data/race") -> list[str]:
     return ["data", "build", "sudoku", "--config", f"data-{seed}.yaml", "--out", out]
 
 
+def holder(lock: Path) -> int | None:
+    """The pid a lock file names (the killed build's file stays until the next build takes the lock over)."""
+    try:
+        return json.loads(lock.read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
+
+
 @pytest.fixture(scope="module")
-def raced_build(folder):
-    """Two builds of data/race (seeds 8 and 9), the second started while the first holds the output."""
+def killed_build(folder):
+    """A build of data/race (seed 9) SIGKILLed once it has a staging folder: what it leaves behind."""
+    first = start(folder, *build_args(9))
+    wait_for("a staging folder", lambda: any((folder / "data").glob("race.tmp-*")), first)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    return {"staging": list((folder / "data").glob("race.tmp-*")), "lock": (folder / "data" / "race.lock").exists()}
+
+
+@pytest.fixture(scope="module")
+def raced_build(folder, killed_build):
+    """After the killed build, two builds of data/race (seeds 8 and 9), the second started while the first holds
+    the output: the first is also the next build after the killed one (one process fewer than separate tests)."""
     first = start(folder, *build_args(8))
-    wait_for("a lock on data/race", lambda: (folder / "data" / "race.lock").exists(), first)
+    wait_for("the first build's lock on data/race", lambda: holder(folder / "data" / "race.lock") == first.pid, first)
     second = start(folder, *build_args(9))
     return finish(second, timeout=120), finish(first)
 
@@ -85,16 +104,12 @@ def test_the_first_build_finishes_untouched(raced_build, folder):
     assert not (folder / "data" / "race.lock").exists()
 
 
-def test_a_killed_build_leaves_nothing_in_the_way_of_the_next(folder):
-    first = start(folder, *build_args(9, "data/killed"))
-    wait_for("a staging folder", lambda: any((folder / "data").glob("killed.tmp-*")), first)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.communicate()
-    assert list((folder / "data").glob("killed.tmp-*")) and (folder / "data" / "killed.lock").exists()
-    code, out = finish(start(folder, *build_args(9, "data/killed")))
+def test_a_killed_build_leaves_nothing_in_the_way_of_the_next(killed_build, raced_build, folder):
+    assert killed_build["staging"] and killed_build["lock"]  # the killed build left its staging folder and lock
+    _, (code, out) = raced_build  # the next build of that output (the race's winner) built, and cleaned up
     assert code == 0 and "built" in out, out
-    assert not list((folder / "data").glob("killed.tmp-*")) and not (folder / "data" / "killed.lock").exists()
-    assert json.loads((folder / "data" / "killed" / "metadata.json").read_text())["seed"] == 9
+    assert not list((folder / "data").glob("race.tmp-*")) and not (folder / "data" / "race.lock").exists()
+    assert json.loads((folder / "data" / "race" / "metadata.json").read_text())["seed"] == 8
 
 
 def train_args(folder: Path, name: str) -> list[str]:

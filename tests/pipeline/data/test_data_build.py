@@ -8,13 +8,19 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hrm.tasks.sudoku import SudokuTask, apply_transform, canonical, random_transform, valid_solutions
+from hrm.tasks.sudoku import (
+    SudokuTask,
+    apply_transform,
+    canonical,
+    random_transform,
+    valid_solutions,
+)
 from hrm.tasks.sudoku_solver import generate_many
 from pipeline.cli.data import data
 from pipeline.data.build_sudoku import transform_indices
+from pipeline.data.builder import derive_seed
 from pipeline.data.config import load_config
 from pipeline.data.loader import load_split, read_metadata
-from pipeline.data.builder import derive_seed
 
 BOX = (2, 3)
 SMALL = {"name": "tiny", "task": "sudoku", "seed": 5, "rows_per_file": 60,
@@ -276,7 +282,8 @@ def test_maze_build(ray_session, tmp_path):
 
 
 def test_maze_csv_import_and_bad_row(ray_session, tmp_path):
-    from hrm.tasks.maze import CHARS, generate_many as mazes
+    from hrm.tasks.maze import CHARS
+    from hrm.tasks.maze import generate_many as mazes
 
     q, a = mazes(4, 6, 8, 8)
 
@@ -326,7 +333,6 @@ def arc_sources(tmp_path):
 
 def test_arc_build_and_inverse_transforms(ray_session, tmp_path):
     from hrm.tasks.arc import crop, invert
-
     from pipeline.data.loader import arc_test_refs
 
     cfg, tasks, _ = arc_sources(tmp_path)

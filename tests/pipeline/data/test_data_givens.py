@@ -27,7 +27,8 @@ def test_givens_out_of_range_is_named():
 
 
 def test_demo_draws_a_fresh_puzzle_outside_the_dataset():
-    from pipeline.demo import CONFIGS, fresh_puzzle
+    from pipeline.core.config_io import CONFIGS
+    from pipeline.demo.run import fresh_puzzle
 
     cfg = load_config(CONFIGS / "data-sudoku-demo.yaml")
     task, x, y = fresh_puzzle(cfg, set(), seed=5)

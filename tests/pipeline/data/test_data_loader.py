@@ -6,7 +6,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.loader import IGNORE_LABEL, decode_table, load_split, read_metadata, read_split
+from pipeline.data.loader import (
+    IGNORE_LABEL,
+    decode_table,
+    load_split,
+    read_metadata,
+    read_split,
+)
 from pipeline.data.meta import write_metadata
 from pipeline.data.write import write_part
 

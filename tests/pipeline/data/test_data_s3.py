@@ -1,5 +1,5 @@
 """``hrm data build`` to ``s3://`` against a real S3 API server (moto) on 127.0.0.1: round trip, publish rules,
-a build killed mid-way, ``data show``; and ``pipeline.storage`` on both kinds of location."""
+a build killed mid-way, ``data show``; and ``pipeline.core.storage`` on both kinds of location."""
 
 import os
 import signal
@@ -13,10 +13,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline import storage
 from pipeline.cli.data import data
+from pipeline.core import storage
 from pipeline.data.loader import load_split, read_metadata, read_split
-
 from tests.pipeline.data.test_data_build import SMALL, same_dataset
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,7 +26,7 @@ def ray_s3(s3):
     """The S3 server first (its environment), then Ray: workers inherit AWS_ENDPOINT_URL and the keys."""
     import ray
 
-    from pipeline.ray_utils import init_ray
+    from pipeline.core.ray_start import init_ray
 
     init_ray(num_cpus=2)
     yield s3

@@ -9,7 +9,8 @@ from hrm.tasks.sudoku import SudokuTask, canonical
 from hrm.tasks.sudoku_solver import generate_many
 from pipeline.data.build import plan_parts
 from pipeline.data.build_sudoku import SudokuBuilder
-from pipeline.data.builder import Builder, make_builder
+from pipeline.data.builder import Builder
+from pipeline.data.builders import make_builder
 from pipeline.data.config import load_config
 from pipeline.data.grid_builder import MAX_ROUNDS, GridBuilder
 from pipeline.data.split import first_occurrences, split_pool, split_streams

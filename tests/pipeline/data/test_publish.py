@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import locks
-from pipeline.config_io import from_dict
+from pipeline.core import locks
+from pipeline.core.config_io import from_dict
 from pipeline.data.build import build_dataset, check_existing
 from pipeline.data.config import DataConfig
-from pipeline.data.publish import (DatasetExistsError, Publish, clean_leftovers, foreign_files, install,
-                                   metadata_digest)
+from pipeline.data.publish import (
+    DatasetExistsError,
+    Publish,
+    clean_leftovers,
+    foreign_files,
+    install,
+    metadata_digest,
+)
 from tests.pipeline.data.test_verify import make_dataset
 
 CFG = from_dict(DataConfig, {"name": "x", "task": "sudoku", "sudoku": {"box": [2, 2], "count": 8}})

@@ -16,8 +16,8 @@ from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import OptimConfig, build_optimizers
 from hrm.tasks.sudoku import SudokuTask
-from pipeline import tracking
 from pipeline.serving.code import code_files, served_modules
+from pipeline.tracking import registry, runs
 from pipeline.train import checkpoint
 
 pytestmark = pytest.mark.slow  # logs a model (≈ 5 s) and loads it in a fresh interpreter
@@ -41,9 +41,9 @@ def logged(tmp_path_factory):
                     rng_states=[checkpoint.rng_state()],
                     export_info={"task": "sudoku", "task_args": {"box": [2, 2]}, "metrics": {**METRICS, "step": 3}})
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    run_id = tracking.start_run(uri, "files", "run", {}, {}, [])
-    info = tracking.log_model(uri, run_id, ckpt, "hrm-files", [PUZZLE], step=3, metrics=METRICS)
-    tracking.end_run(uri, run_id)
+    run_id = runs.start_run(uri, "files", "run", {}, {}, [])
+    info = registry.log_model(uri, run_id, ckpt, "hrm-files", [PUZZLE], step=3, metrics=METRICS)
+    runs.end_run(uri, run_id)
     mlflow.set_tracking_uri(uri)
     folder = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp / "downloaded")))
     return uri, info, ckpt, folder
@@ -72,7 +72,7 @@ def test_the_code_is_what_serving_imports(logged):
     folder = logged[3]
     shipped = sorted(str(p.relative_to(folder / "code")) for p in (folder / "code").rglob("*.py"))
     assert shipped == [str(p) for p in code_files()]
-    assert "pipeline/tracking.py" not in shipped and "pipeline/train/run.py" not in shipped
+    assert "pipeline/tracking/runs.py" not in shipped and "pipeline/train/run.py" not in shipped
     assert not [p for p in (folder / "code").rglob("*") if "__pycache__" in p.parts]
 
 

@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.mlflow_server import mlflow_server
 from tests.processes import free_port, stop_group  # noqa: F401 (test_serve_virtualenv imports them from here)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_registry import PUZZLES, register_tiny_model  # noqa: E402
+from tiny_registry import PUZZLES  # noqa: E402
+from tiny_registry import SERVE_MODEL as MODEL  # noqa: E402 (served from conftest.py's registry)
 
 pytestmark = pytest.mark.slow
-MODEL = "hrm-serve-test"
-HALT_MAX = 3
 BIN = Path(sys.executable).parent
 BAR = "Downloading artifacts"
 
@@ -34,15 +32,6 @@ def bare_env(**extra: str) -> dict[str, str]:
     env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
                                   if p and Path(p).resolve() != BIN.resolve())
     return {**env, **extra}
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A real MLflow server holding the tiny model: clients download its files over HTTP."""
-    tmp = tmp_path_factory.mktemp("serve")
-    with mlflow_server(f"sqlite:///{tmp / 'mlflow.db'}", str(tmp / "artifacts"), tmp / "mlflow.log") as url:
-        register_tiny_model(url, MODEL, tmp, halt_max_steps=HALT_MAX, halt_first=True)
-        yield tmp, url
 
 
 @pytest.fixture(scope="module")

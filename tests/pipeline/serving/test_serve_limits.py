@@ -25,11 +25,17 @@ from hrm.config import model_config
 from hrm.model import HRM
 from hrm.tasks.sudoku import SudokuTask
 from pipeline.cli import main
-from pipeline.serving.pyfunc import BadRequest, HRMSolver, TooLate, TooManyPuzzles, serving_limits
+from pipeline.serving.pyfunc import (
+    BadRequest,
+    HRMSolver,
+    TooLate,
+    TooManyPuzzles,
+    serving_limits,
+)
 from tests.processes import free_port, stop_group
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_serve import BIN, MODEL, bare_env, invoke, local_predictions, registry  # noqa: E402,F401 (a fixture)
+from test_serve import BIN, MODEL, bare_env, invoke, local_predictions  # noqa: E402 (registry: conftest.py)
 from tiny_registry import PUZZLES  # noqa: E402
 
 GRACE = 3

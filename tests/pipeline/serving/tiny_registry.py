@@ -1,5 +1,5 @@
 """Test helper: a tiny (untrained) HRM for 4×4 Sudoku, exported like a training checkpoint and registered in an
-MLflow store through the training job's own code (``pipeline.tracking``), with the ``champion`` alias.
+MLflow store through the training job's own code (``pipeline.tracking.runs``), with the ``champion`` alias.
 
 Imported by tests/pipeline/serving and tests/notebooks (which put this folder on ``sys.path``)."""
 
@@ -13,10 +13,11 @@ import torch
 from hrm.config import model_config
 from hrm.model import HRM
 from hrm.tasks.sudoku import SudokuTask
-from pipeline.config_io import to_dict
+from pipeline.core.config_io import to_dict
 
 BOX = (2, 2)
 PUZZLES = ["1.3.....2...4..1", "..4.4.....1...3.", "2..1....3......4"]  # 16 cells each: 4×4 Sudoku
+SERVE_MODEL, SERVE_HALT_MAX = "hrm-serve-test", 3  # the model of the serving tests' shared registry (conftest.py)
 
 
 def register_tiny_model(tracking_uri: str, name: str, folder: Path, *, box: tuple[int, int] = BOX,
@@ -25,7 +26,7 @@ def register_tiny_model(tracking_uri: str, name: str, folder: Path, *, box: tupl
 
     ``halt_first``: its Q-head says halt (q_halt 1 > q_continue 0) for every puzzle, so adaptive solving stops after
     one segment while full-depth solving runs all ``halt_max_steps``."""
-    from pipeline import tracking
+    from pipeline.tracking import registry, runs
 
     task = SudokuTask(box)
     torch.manual_seed(seed)
@@ -41,10 +42,10 @@ def register_tiny_model(tracking_uri: str, name: str, folder: Path, *, box: tupl
     info = {"model": to_dict(config), "task": "sudoku", "task_args": {"box": list(box)},
             "metrics": {"eval/exact_accuracy": 0.0, "step": 0}}
     (export / "model.json").write_text(json.dumps(info))
-    run_id = tracking.start_run(tracking_uri, "tests", f"{name}-run", {"flavour": "debug"}, {"task": "sudoku"}, [])
+    run_id = runs.start_run(tracking_uri, "tests", f"{name}-run", {"flavour": "debug"}, {"task": "sudoku"}, [])
     example = PUZZLES[:1] if tuple(box) == BOX else [task.render(task.parse("." * task.seq_len))]
-    logged = tracking.log_model(tracking_uri, run_id, export, name, example)
-    tracking.end_run(tracking_uri, run_id)
+    logged = registry.log_model(tracking_uri, run_id, export, name, example)
+    runs.end_run(tracking_uri, run_id)
     version = str(logged.registered_model_version)
-    tracking.promote_if_better(tracking_uri, name, version, "eval/exact_accuracy", 0.0)
+    registry.promote_if_better(tracking_uri, name, version, "eval/exact_accuracy", 0.0)
     return version

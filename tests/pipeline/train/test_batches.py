@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from pipeline.train.batches import ShardedBatches, batches_per_epoch, check_layout, shard_bounds, worker_range
+from pipeline.train.batches import (
+    ShardedBatches,
+    batches_per_epoch,
+    check_layout,
+    shard_bounds,
+    worker_range,
+)
 
 
 def share_of(lo, hi, seq_len=3):
@@ -91,7 +97,7 @@ def test_a_share_of_the_wrong_size_is_refused():
     ({"data_shards": 0}, "data_shards must be >= 1"),
 ])
 def test_config_refuses_bad_data_shards(overrides, message):
-    from pipeline.config_io import from_dict
+    from pipeline.core.config_io import from_dict
     from pipeline.train.config import TrainConfig
 
     with pytest.raises(ValueError, match=message):

@@ -9,6 +9,7 @@ from hrm.config import model_config
 from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import OptimConfig, build_optimizers, train_step
+from pipeline.core import export
 from pipeline.train import checkpoint
 
 
@@ -68,10 +69,10 @@ def test_the_export_is_weights_and_config_only(tmp_path):
     m, opt, ema = trained()
     checkpoint.save(tmp_path / "ckpt", model=m, opt=opt, ema=ema, position=checkpoint.Position(step=2),
                     rng_states=[checkpoint.rng_state()], export_info={"task": "sudoku"})
-    export = checkpoint.copy_export(tmp_path / "ckpt", tmp_path / "export")
-    assert sorted(p.name for p in export.iterdir()) == ["model.json", "model.pt"]
-    weights = torch.load(export / "model.pt", weights_only=True)
+    folder = export.copy_export(tmp_path / "ckpt", tmp_path / "export")
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pt"]
+    weights = torch.load(folder / "model.pt", weights_only=True)
     assert all(torch.equal(weights[k], v) for k, v in ema.shadow.state_dict().items())  # the EMA weights
     (tmp_path / "ckpt" / "model.pt").unlink()
     with pytest.raises(FileNotFoundError, match="no model.pt"):
-        checkpoint.copy_export(tmp_path / "ckpt", tmp_path / "again")
+        export.copy_export(tmp_path / "ckpt", tmp_path / "again")

@@ -3,7 +3,7 @@ and passed to ``evaluate`` by the worker."""
 
 import pytest
 
-from pipeline.config_io import from_dict
+from pipeline.core.config_io import from_dict
 from pipeline.train.config import TrainConfig
 
 

@@ -198,13 +198,13 @@ def test_evaluate_adds_the_voted_exact_accuracy(sudoku_rows, monkeypatch):
 @pytest.mark.parametrize(("votes", "counts"), [(1, [1]), (2, [1, 2]), (4, [1, 2, 4]), (6, [1, 2, 4, 6]),
                                                (8, [1, 2, 4, 8])])
 def test_vote_counts_double_up_to_votes(votes, counts):
-    from pipeline.eval_curves import vote_counts
+    from pipeline.evaluate.curves import vote_counts
 
     assert vote_counts(votes) == counts
 
 
 def test_votes_curve_scores_each_count_with_its_cost(sudoku_rows, monkeypatch):
-    from pipeline.eval_curves import votes_curve
+    from pipeline.evaluate.curves import votes_curve
 
     calls = oracle_votes(monkeypatch, right_from=4)
     model, task = tiny_sudoku()
@@ -216,7 +216,7 @@ def test_votes_curve_scores_each_count_with_its_cost(sudoku_rows, monkeypatch):
 
 
 def test_curves_plot_has_both_panels():
-    from pipeline.eval_curves import plot_curves
+    from pipeline.evaluate.curves import plot_curves
 
     fig = plot_curves([{"segment": s, "exact_accuracy": s / 4, "forward_passes": s} for s in (1, 2, 3, 4)],
                       [{"votes": n, "exact_accuracy": 0.5, "forward_passes": 4 * n} for n in (1, 2, 4)])
@@ -243,7 +243,7 @@ def test_reasoning_trace_equals_the_old_loop(sudoku_rows):
 
 def test_evaluate_votes_through_hrm_vote(sudoku_rows):
     """With hrm.vote itself: 1 vote is plain inference; the voted accuracy is a share of the rows, deterministic."""
-    from pipeline.eval_curves import votes_curve
+    from pipeline.evaluate.curves import votes_curve
     from pipeline.train.evaluate import evaluate, exact_rows, vote_batch
 
     model, task = tiny_sudoku()

@@ -9,7 +9,6 @@ from pipeline.data.meta import DatasetMeta
 from pipeline.train.batches import worker_range
 from pipeline.train.ingest import ShardedTrainData, list_parts
 from pipeline.train.share import collect_share
-
 from tests.pipeline.train.test_ingest import PARTS, SEQ, write_part
 
 pytestmark = pytest.mark.slow
@@ -20,7 +19,7 @@ def ray_s3(s3):
     """The S3 server first (its environment), then Ray: workers inherit AWS_ENDPOINT_URL and the keys."""
     import ray
 
-    from pipeline.ray_utils import init_ray
+    from pipeline.core.ray_start import init_ray
 
     init_ray(num_cpus=2)
     yield s3

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.train.run_state import RUN_ID_FILE, started_without_checkpoint
 from pipeline.train.run_folder import RunFolder, location_problems
+from pipeline.train.run_state import RUN_ID_FILE, started_without_checkpoint
 
 
 @pytest.fixture(params=["local", "s3"])

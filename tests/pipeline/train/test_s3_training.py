@@ -5,11 +5,12 @@ artifacts (the model) written to S3 by a real ``mlflow server``. The S3 API serv
 from __future__ import annotations
 
 import json
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.config_io import from_dict
+from pipeline.core.config_io import from_dict
 from pipeline.data.build import build_dataset
 from pipeline.data.config import DataConfig
 from pipeline.train.config import load_train_config
@@ -35,7 +36,7 @@ def ray_session(s3):
     """Started after the S3 server: Ray's workers inherit the AWS environment that points at it."""
     import ray
 
-    from pipeline.ray_utils import init_ray
+    from pipeline.core.ray_start import init_ray
 
     init_ray(num_cpus=2)
     yield

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hrm.optim import lr_at
-from pipeline.config_io import from_dict
+from pipeline.core.config_io import from_dict
 from pipeline.data.build import build_dataset
 from pipeline.data.config import DataConfig
 from pipeline.train.config import load_train_config
@@ -134,9 +134,9 @@ def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
 
     from hrm.config import ModelConfig
     from hrm.model import HRM
-    from pipeline.precision import resolve_dtype
     from hrm.solve import solve
     from hrm.tasks.sudoku import SudokuTask
+    from pipeline.core.precision import resolve_dtype
     from pipeline.data.loader import load_split
 
     cfg, out = one_worker

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from hrm.config import model_config
-from pipeline.config_io import from_dict
+from pipeline.core.config_io import from_dict
 from pipeline.train.config import load_train_config
 from pipeline.tune.config import SweepConfig, load_sweep_config
 from pipeline.tune.report import TrialRow, compute_per_example, depth, write_report
@@ -156,7 +156,7 @@ def workdir(tmp_path_factory):
 def ray_session():
     import ray
 
-    from pipeline.ray_utils import init_ray
+    from pipeline.core.ray_start import init_ray
 
     init_ray(num_cpus=2, dashboard=True)
     yield

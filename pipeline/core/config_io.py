@@ -22,10 +22,12 @@ import dataclasses
 import functools
 import json
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+CONFIGS = Path(__file__).parent.parent / "configs"  # the YAML files shipped with the package, naming runs
 QUOTE_LIMIT = 200  # characters of a value quoted in an error message
 
 # Strict, as for JSON: a stdlib dataclass takes no TypeAdapter config of its own, so the config is given to a mapping

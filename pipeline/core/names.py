@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config_io import quote
+from pipeline.core.config_io import quote
 
 
 def name_problems(name: str, what: str = "name") -> list[str]:

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.core.yaml_io import MAX_NODES, parse
 from pipeline.data.config import load_config
 from pipeline.train.config import load_train_config
-from pipeline.yaml_io import MAX_NODES, parse
 
 BOMB = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefghi", "bcdefghij"))
 BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + BOMB  # 9^10 ≈ 3.5 billion values once expanded, 400 bytes

@@ -281,13 +281,15 @@ def setup_driver_output(mode: str | None = None) -> str:
     """Decide the progress mode of this driver (see :func:`progress_mode`) and set its output up; returns it.
 
     Records the mode in ``$HRM_PROGRESS`` so that the processes of a Ray started from here (e.g. Tune trials, which
-    build their own trainers) follow it. In ``lines`` mode: Ray Data without bars or INFO lines on the console, no
+    build their own trainers) follow it. In ``lines`` mode: no ANSI colours in Ray's prefixes of its processes' lines,
+    Ray Data without bars or INFO lines on the console, no
     MLflow artifact download bars, and MLflow's and matplotlib's INFO lines (store set-up, input-example checks,
     system-metrics notices, the font cache) only in a verbose run; their warnings still show. The environment
-    settings reach the processes of a local Ray (they inherit it) and of a joined cluster (pipeline.ray_utils)."""
+    settings reach the processes of a local Ray (they inherit it) and of a joined cluster (pipeline.core.ray_start)."""
     mode = mode or progress_mode()
     os.environ[ENV_VAR] = mode
     if mode == "lines":
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # Ray prints its processes' lines without colour codes
         quiet_ray_data()
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # `hrm -v` keeps them

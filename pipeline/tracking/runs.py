@@ -1,4 +1,5 @@
-"""MLflow: the run of a training job, its metrics, the logged pyfunc model, the registry and its champion alias."""
+"""MLflow runs: opening and ending a job's run, its tags, dataset input, metrics, curves and figures, and the store
+(where it is, whether it answers)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pipeline.version import code_version_string
+from pipeline.tracking.version import code_version_string
 
 log = logging.getLogger(__name__)
-CHAMPION = "champion"
 NO_PROGRESS_BARS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # MLflow's "Downloading artifacts" bars
 
 
@@ -96,7 +96,7 @@ def run_tags(tags: dict[str, str]) -> dict[str, str]:
     from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-    from pipeline.version import code_version
+    from pipeline.tracking.version import code_version
 
     version = code_version()  # one look at git, for both tags
     extra = {"code_version": code_version_string(version)}
@@ -218,46 +218,6 @@ def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     MlflowClient(tracking_uri).set_terminated(run_id, status=status)
 
 
-def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: str | None,
-              example: list[str], *, step: int = 0, metrics: dict[str, float] | None = None) -> Any:
-    """Log a checkpoint's export (weights + config only) as a pyfunc model in the run, with only the code serving
-    imports and pinned requirements; link ``metrics`` (the checkpoint's eval metrics) to the logged model at
-    ``step``; register it under ``model_name`` when given."""
-    import tempfile
-
-    import mlflow
-    import pandas as pd
-
-    from pipeline.serving.code import requirements, stage_code
-    from pipeline.serving.pyfunc import MODEL_FILE, signature
-    from pipeline.train.checkpoint import copy_export
-
-    quiet_downloads()
-    mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        export = copy_export(Path(export_folder), Path(tmp) / "export")
-        code = stage_code(Path(tmp) / "code")
-        with mlflow.start_run(run_id=run_id):
-            logged = mlflow.pyfunc.log_model(
-                name="model", python_model=str(MODEL_FILE), artifacts={"export": str(export)}, code_paths=code,
-                pip_requirements=requirements(), signature=signature(),
-                input_example=pd.DataFrame({"puzzle": example}), registered_model_name=model_name, step=step)
-    if metrics:
-        link_metrics(tracking_uri, run_id, logged.model_id, metrics, step)
-    return logged
-
-
-def link_metrics(tracking_uri: str, run_id: str, model_id: str, metrics: dict[str, float], step: int) -> None:
-    """Log ``metrics`` at ``step`` linked to the logged model (its page in MLflow lists them)."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    now = int(time.time() * 1000)
-    batch = [Metric(key=k, value=float(v), timestamp=now, step=step, model_id=model_id, run_id=run_id)
-             for k, v in metrics.items() if isinstance(v, (int, float))]
-    MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
-
-
 def log_curve(tracking_uri: str, run_id: str, key: str, points: dict[int, float]) -> None:
     """Log one metric ``key`` as a curve: its value at each step of ``points`` ({step: value}), e.g. exact accuracy
     with step = ACT segment."""
@@ -294,39 +254,3 @@ def experiment_of_model(tracking_uri: str, model_run_id: str | None, fallback: s
     except MlflowException as err:
         log.warning("the model's run %s cannot be read (%s): logging to experiment %s", model_run_id, err, fallback)
         return fallback
-
-
-def log_registered_checkpoint(tracking_uri: str, run_id: str, checkpoint: str, step: int,
-                              metrics: dict[str, float]) -> None:
-    """Say in the run's summary which checkpoint became the logged model: ``model/step`` and ``model/<metric>``
-    (the run's plain metrics show the last step's values), and the tag ``model.checkpoint`` (its folder name)."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    now = int(time.time() * 1000)
-    batch = [Metric(f"model/{k}", float(v), now, step) for k, v in {"step": step, **metrics}.items()]
-    client = MlflowClient(tracking_uri)
-    client.log_batch(run_id, metrics=batch)
-    client.set_tag(run_id, "model.checkpoint", checkpoint)
-
-
-def promote_if_better(tracking_uri: str, model_name: str, version: str | int, metric: str, value: float) -> bool:
-    """Tag the version with its eval metric; move the champion alias to it only when it beats the current one."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    tag = metric.replace("/", "_")
-    client.set_model_version_tag(model_name, str(version), tag, str(value))
-    try:
-        current = client.get_model_version_by_alias(model_name, CHAMPION)
-        best = float(current.tags.get(tag, "-inf"))
-    except MlflowException:
-        current, best = None, float("-inf")
-    if value > best:
-        client.set_registered_model_alias(model_name, CHAMPION, str(version))
-        log.info("%s version %s is the new %s (%s %.4f > %.4f)", model_name, version, CHAMPION, metric, value, best)
-        return True
-    log.info("%s version %s stays behind the %s (version %s): %s %.4f <= %.4f", model_name, version, CHAMPION,
-             current.version if current else "-", metric, value, best)
-    return False

@@ -1,4 +1,4 @@
-"""pipeline.progress without Ray: which mode, when a progress line is due, what it says, and the console filter.
+"""pipeline.core.progress without Ray: which mode, when a progress line is due, what it says, and the console filter.
 The whole non-terminal output of a real run is checked by tests/pipeline/test_demo.py."""
 
 import io
@@ -7,8 +7,15 @@ import math
 
 import pytest
 
-from pipeline import progress
-from pipeline.progress import BudgetLines, StepLines, crossed, format_duration, progress_mode, quiet_console
+from pipeline.core import progress
+from pipeline.core.progress import (
+    BudgetLines,
+    StepLines,
+    crossed,
+    format_duration,
+    progress_mode,
+    quiet_console,
+)
 
 
 class FakeTTY(io.StringIO):
@@ -45,7 +52,7 @@ def test_mode_follows_stdout_unless_the_environment_says(monkeypatch):
 
 def test_an_unknown_mode_is_ignored_with_a_warning(monkeypatch, caplog):
     monkeypatch.setenv("HRM_PROGRESS", "fancy")
-    with caplog.at_level(logging.WARNING, logger="pipeline.progress"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.core.progress"):
         assert progress_mode(FakeTTY()) == "bar"
     assert "HRM_PROGRESS='fancy'" in caplog.text
 
@@ -136,7 +143,7 @@ def test_close_reports_an_early_stop_once():
 
 
 def test_default_emit_is_an_info_log_line(caplog):
-    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
+    with caplog.at_level(logging.INFO, logger="pipeline.core.progress"):
         StepLines(1, clock=Clock()).update(1)
     assert [r.getMessage() for r in caplog.records] == ["train step 1/1 (100%) | 0s elapsed | ? steps/s | ETA 0s"]
 

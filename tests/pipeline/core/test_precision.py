@@ -1,4 +1,4 @@
-"""forward_dtype: auto resolved per device (pipeline.precision): the CPU probe decides on CPU, bf16 support on CUDA; an
+"""forward_dtype: auto resolved per device (pipeline.core.precision): the CPU probe decides on CPU, bf16 support on CUDA; an
 explicit dtype always wins."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from pipeline import precision
-from pipeline.precision import resolve_dtype
+from pipeline.core import precision
+from pipeline.core.precision import resolve_dtype
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_explicit_dtype_wins_on_cpu(cpu_bf16, explicit, fast):
 def test_explicit_bf16_on_slow_cpu_warns_once(cpu_bf16, caplog, monkeypatch):
     cpu_bf16(False)
     monkeypatch.setattr(precision, "_announced", set())  # as in a fresh process
-    with caplog.at_level(logging.INFO, logger="pipeline.precision"):
+    with caplog.at_level(logging.INFO, logger="pipeline.core.precision"):
         for _ in range(3):
             assert resolve_dtype("bfloat16", "cpu")[0] == "bfloat16"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -71,7 +71,7 @@ def test_explicit_bf16_on_slow_cpu_warns_once(cpu_bf16, caplog, monkeypatch):
 def test_the_choice_is_logged_once(cpu_bf16, caplog, monkeypatch):
     cpu_bf16(True)
     monkeypatch.setattr(precision, "_announced", set())
-    with caplog.at_level(logging.INFO, logger="pipeline.precision"):
+    with caplog.at_level(logging.INFO, logger="pipeline.core.precision"):
         for _ in range(3):
             resolve_dtype("auto", "cpu")
     assert [r.levelno for r in caplog.records] == [logging.INFO]

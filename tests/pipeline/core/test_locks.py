@@ -1,4 +1,4 @@
-"""One owner per output (pipeline.locks): real processes racing for a lock on a local disk, holders killed with
+"""One owner per output (pipeline.core.locks): real processes racing for a lock on a local disk, holders killed with
 SIGKILL, and the same on a real S3 API server (moto on 127.0.0.1) with its conditional writes and leases."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import locks
+from pipeline.core import locks
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def holder_process(output: str, job: str, seconds: float, *, go: Path | None = None) -> subprocess.Popen:
@@ -25,7 +25,7 @@ def holder_process(output: str, job: str, seconds: float, *, go: Path | None = N
     code = f"""
 import os, sys, time
 from pathlib import Path
-from pipeline import locks
+from pipeline.core import locks
 go = {str(go) if go else None!r}
 while go and not Path(go).exists():
     time.sleep(0.001)
@@ -82,7 +82,7 @@ def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path, caplog):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert Path(out + ".lock").exists()  # left behind, still naming the dead job
-    with caplog.at_level(logging.INFO, logger="pipeline.locks"):
+    with caplog.at_level(logging.INFO, logger="pipeline.core.locks"):
         with locks.hold(out, "next"):
             assert json.loads(Path(out + ".lock").read_text())["job"] == "next"
     assert "took over the lock left by doomed" in caplog.text
@@ -165,7 +165,7 @@ def test_s3_lease_is_renewed_while_held_and_a_lost_lock_is_reported(s3, s3_out):
 
 
 def test_gs_outputs_are_written_without_a_lock_and_say_so(caplog):
-    with caplog.at_level(logging.WARNING, logger="pipeline.locks"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.core.locks"):
         with locks.hold("gs://bucket/data/x", "build") as lock:
             lock.check()
     assert "no lock on gs://" in caplog.text

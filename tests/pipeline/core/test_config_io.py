@@ -1,4 +1,4 @@
-"""pipeline.config_io: strict loading of every pipeline config, errors that name the file and the dotted key."""
+"""pipeline.core.config_io: strict loading of every pipeline config, errors that name the file and the dotted key."""
 
 import datetime
 
@@ -6,7 +6,7 @@ import pytest
 
 from hrm.config import ModelConfig
 from hrm.step import OptimConfig
-from pipeline.config_io import flatten, from_dict, set_dotted, to_dict
+from pipeline.core.config_io import flatten, from_dict, set_dotted, to_dict
 from pipeline.data.config import DataConfig
 from pipeline.train.config import TrainConfig, load_train_config, run_model_config
 from pipeline.tune.config import SweepConfig, load_sweep_config

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tracking
+from pipeline.tracking import registry, runs
 
 
 @pytest.mark.parametrize(("uri", "expected"), [
@@ -15,7 +15,7 @@ from pipeline import tracking
     ("databricks", None),
 ])
 def test_artifact_root(uri, expected):
-    assert tracking.artifact_root(uri) == expected
+    assert runs.artifact_root(uri) == expected
 
 
 def test_run_artifacts_sit_beside_the_database(tmp_path, monkeypatch):
@@ -27,14 +27,14 @@ def test_run_artifacts_sit_beside_the_database(tmp_path, monkeypatch):
     uri = f"sqlite:///{store / 'mlflow.db'}"
     config = tmp_path / "train_config.json"
     config.write_text("{}")
-    run_id = tracking.start_run(uri, "sudoku / demo", "run-1", {"lr": 0.001}, {}, [config])
-    tracking.end_run(uri, run_id)
+    run_id = runs.start_run(uri, "sudoku / demo", "run-1", {"lr": 0.001}, {}, [config])
+    runs.end_run(uri, run_id)
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.params == {"lr": "0.001"}
     assert (store / "mlruns" / "sudoku_demo" / run_id / "artifacts" / "train_config.json").is_file()
     assert list(elsewhere.iterdir()) == []
     # the experiment, once made, is found again by name
-    assert tracking.start_run(uri, "sudoku / demo", "run-2", {}, {}, []) != run_id
+    assert runs.start_run(uri, "sudoku / demo", "run-2", {}, {}, []) != run_id
     assert len(MlflowClient(uri).search_experiments(filter_string="name = 'sudoku / demo'")) == 1
 
 
@@ -45,11 +45,16 @@ def store(tmp_path):
 
 def test_a_run_has_the_tags_mlflow_start_run_records(store):
     from mlflow.tracking import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+        MLFLOW_USER,
+    )
 
-    from pipeline.version import code_version
+    from pipeline.tracking.version import code_version
 
-    run_id = tracking.start_run(store, "tags", "run", {}, {"task": "sudoku"}, [])
+    run_id = runs.start_run(store, "tags", "run", {}, {"task": "sudoku"}, [])
     tags = MlflowClient(store).get_run(run_id).data.tags
     assert tags[MLFLOW_SOURCE_TYPE] == "LOCAL" and tags[MLFLOW_SOURCE_NAME] and tags[MLFLOW_USER]
     assert tags["task"] == "sudoku"
@@ -64,7 +69,7 @@ def test_without_git_the_commit_comes_from_the_environment(store, monkeypatch):
 
     monkeypatch.setenv("PATH", "/nonexistent")  # no git program
     monkeypatch.setenv("HRM_GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
-    run_id = tracking.start_run(store, "tags", "run", {}, {}, [])
+    run_id = runs.start_run(store, "tags", "run", {}, {}, [])
     tags = MlflowClient(store).get_run(run_id).data.tags
     assert tags[MLFLOW_GIT_COMMIT] == "0123456789abcdef0123456789abcdef01234567"
     assert tags["code_version"].endswith("+0123456789")
@@ -80,7 +85,7 @@ def test_the_dataset_is_the_runs_input(store, tmp_path):
     meta = DatasetMeta(path=tmp_path / "sudoku-tiny", task="sudoku", task_args={"box": [2, 2]}, vocab_size=6,
                        seq_len=16, num_puzzle_identifiers=1, counts={"train": 48, "test": 12},
                        groups={"train": 12, "test": 12}, config={}, seed=3, fingerprint="f00dfeed12345678")
-    run_id = tracking.start_run(store, "inputs", "run", {}, {}, [], dataset=meta)
+    run_id = runs.start_run(store, "inputs", "run", {}, {}, [], dataset=meta)
     inputs = MlflowClient(store).get_run(run_id).inputs.dataset_inputs
     assert len(inputs) == 1
     dataset = inputs[0].dataset
@@ -93,24 +98,24 @@ def test_the_dataset_is_the_runs_input(store, tmp_path):
 def test_system_metrics_are_logged_at_once(store):
     from mlflow.tracking import MlflowClient
 
-    run_id = tracking.start_run(store, "system", "run", {}, {}, [])
-    monitor = tracking.start_system_metrics(store, run_id)
+    run_id = runs.start_run(store, "system", "run", {}, {}, [])
+    monitor = runs.start_system_metrics(store, run_id)
     assert monitor is not None
     metrics = MlflowClient(store).get_run(run_id).data.metrics
     assert metrics["system/cpu_utilization_percentage"] >= 0
     assert metrics["system/system_memory_usage_megabytes"] > 0
-    tracking.end_run(store, run_id)
+    runs.end_run(store, run_id)
     monitor.finish()
 
 
 def test_the_summary_names_the_registered_checkpoint(store):
     from mlflow.tracking import MlflowClient
 
-    run_id = tracking.start_run(store, "summary", "run", {}, {}, [])
+    run_id = runs.start_run(store, "summary", "run", {}, {}, [])
     client = MlflowClient(store)
     client.log_metric(run_id, "eval/exact_accuracy", 0.5, step=3)
     client.log_metric(run_id, "eval/exact_accuracy", 0.25, step=6)  # the last step was worse
-    tracking.log_registered_checkpoint(store, run_id, "checkpoint_000000", 3, {"eval/exact_accuracy": 0.5})
+    registry.log_registered_checkpoint(store, run_id, "checkpoint_000000", 3, {"eval/exact_accuracy": 0.5})
     run = client.get_run(run_id)
     assert run.data.metrics["eval/exact_accuracy"] == 0.25
     assert run.data.metrics["model/eval/exact_accuracy"] == 0.5 and run.data.metrics["model/step"] == 3

@@ -1,6 +1,6 @@
 """Buffered MLflow logging for the rank-0 training worker: an unreachable tracking server does not stall training.
 
-:class:`BufferedRunLogger` has :class:`pipeline.tracking.RunLogger`'s methods (``log``, ``log_params``,
+:class:`BufferedRunLogger` has :class:`pipeline.tracking.runs.RunLogger`'s methods (``log``, ``log_params``,
 ``set_tags``); they queue and return at once, and one daemon thread sends the queue in order (metric batches merged
 up to MLflow's 1000 metrics per ``log_batch``; every metric keeps its step and the time it was logged at). When a
 send fails for want of the server (a refused or timed-out connection, a 5xx, a rate limit) the thread warns once
@@ -109,7 +109,7 @@ class BufferedRunLogger:
 
     def __init__(self, tracking_uri: str, run_id: str, unreachable_minutes: float = 30.0, *,
                  backoff: tuple[float, float] = (1.0, 60.0), stuck_seconds: float = STUCK_SECONDS):
-        from pipeline.tracking import RunLogger
+        from pipeline.tracking.runs import RunLogger
 
         lower_http_retries()  # before the client makes its first request
         self.tracking_uri, self.run_id = tracking_uri, run_id

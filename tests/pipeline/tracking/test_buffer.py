@@ -12,12 +12,17 @@ import time
 import pytest
 
 import tests.mlflow_server as servers
-from pipeline.tracking import check_reachable
-from pipeline.tracking_buffer import HTTP_DEFAULTS, BufferedRunLogger, TrackingUnreachable, lower_http_retries
+from pipeline.tracking.buffer import (
+    HTTP_DEFAULTS,
+    BufferedRunLogger,
+    TrackingUnreachable,
+    lower_http_retries,
+)
+from pipeline.tracking.runs import check_reachable
 from pipeline.train.config import TrackingSettings, TrainConfig, load_train_config
 from tests.processes import free_port
 
-LOGGER = "pipeline.tracking_buffer"
+LOGGER = "pipeline.tracking.buffer"
 NO_RUN = "0" * 32  # no server to hold it
 
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline import storage
+from pipeline.core import storage
 
 log = logging.getLogger(__name__)
 

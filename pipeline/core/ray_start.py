@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 
 log = logging.getLogger(__name__)
+
+# Ray's own output that is no alarm on a healthy run, kept off the console (Ray's log files keep it all). Each entry
+# says why; anything else, errors above all, shows as Ray prints it.
+BENIGN_WARNINGS = (
+    # Ray Train 2.60 sets Ray Data's ExecutionOptions.exclude_resources itself, and Ray Data 2.60 deprecates that
+    # field: Ray's call to Ray, nothing a user can change. Dropped at the source: a warnings filter in $PYTHONWARNINGS,
+    # which every Ray process inherits, drops this one message and no other.
+    "`ExecutionOptions.exclude_resources` is deprecated",
+)
+BENIGN_LINES = (
+    # Ray Train 2.60 makes its PreemptionWatcher actor with arguments in the object store and restarts enabled, and
+    # Ray's core worker logs that at ERROR level ("E ... core_worker.cc") though nothing failed (ray-project/ray
+    # issue 53727). A C++ log line of Ray's controller process: no Python filter reaches it there, so the driver's
+    # printer of the processes' output drops this line and no other.
+    re.compile(r"core_worker\.cc:\d+: Actor with class name: 'PreemptionWatcher' .*max_restarts > 0"),
+)
 
 
 def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> None:
@@ -16,16 +33,17 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
     alive, and frees the workers of a trial stopped early) starts a local Ray's dashboard on a free port and tells
     the workers where it is, which they cannot guess while other Ray instances run on the machine.
 
-    Sets this driver's output up first (pipeline.progress): progress bars in a terminal, else a few plain lines
+    Sets this driver's output up first (pipeline.core.progress): progress bars in a terminal, else a few plain lines
     (no Ray Data bars or INFO lines); ``$HRM_PROGRESS=bar|lines`` decides instead, and a local Ray's processes
     inherit the decision."""
     import ray
 
-    from pipeline.progress import setup_driver_output
+    from pipeline.core.progress import setup_driver_output
 
     setup_driver_output()
     if ray.is_initialized():
         return
+    ignore_benign_warnings()
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")  # the dashboard lists Train runs only with it
     if os.environ.get("RAY_ADDRESS"):
@@ -36,6 +54,7 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
         quiet = os.environ.get("HRM_PROGRESS") == "lines"
         ray.init(log_to_driver=True, runtime_env=job_env_vars(),
                  logging_level=logging.WARNING if quiet else logging.INFO)
+        drop_benign_lines()
         return
     # Ray starts its workers at nice 15, below its own daemons: on a small machine the training worker then loses
     # its cores to them at every tick, and torch's threads wait for the slowest (bench/NOTES.md). The embedded Ray
@@ -49,13 +68,14 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
     # address "local": never join a cluster that `ray start` left in /tmp/ray without RAY_ADDRESS naming it
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True,
              configure_logging=False, **extra)
+    drop_benign_lines()
     log.info("started a local Ray with %s CPUs%s", ray.cluster_resources().get("CPU"),
              f" (dashboard on port {extra['dashboard_port']})" if extra else "")
 
 
 # Settings of this driver that the processes of a joined cluster must share.
 SHARED_ENV = ("RAY_TRAIN_ENABLE_STATE_TRACKING", "RAY_TRAIN_ENABLE_PRINT_PATCH", "HRM_PROGRESS",
-              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL")
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL", "PYTHONWARNINGS")
 
 
 def job_env_vars() -> dict | None:
@@ -74,3 +94,44 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def ignore_benign_warnings() -> None:
+    """Add :data:`BENIGN_WARNINGS` to ``$PYTHONWARNINGS`` (kept: the user's own filters), so that the processes of
+    the Ray started or joined from here ignore them. Each filter drops warnings whose message starts so."""
+    present = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    ours = [f"ignore:{message}" for message in BENIGN_WARNINGS]
+    os.environ["PYTHONWARNINGS"] = ",".join(present + [f for f in ours if f not in present])
+
+
+def benign(line: str) -> bool:
+    return any(pattern.search(line) for pattern in BENIGN_LINES)
+
+
+def drop_benign_lines() -> None:
+    """Have this driver's printer of the Ray processes' output skip :data:`BENIGN_LINES`. It wraps Ray's own
+    printer (a handler of ``ray._private.worker``'s stream dispatcher, Ray 2.60); where Ray names it otherwise
+    nothing changes and those lines show."""
+    try:
+        from ray._private.ray_logging import (
+            global_worker_stdstream_dispatcher as dispatcher,
+        )
+
+        dispatcher._lock, dispatcher.handlers  # noqa: B018 (the parts used below, Ray 2.60)
+    except (ImportError, AttributeError):
+        log.debug("Ray's printer of its processes' output is not where Ray 2.60 has it: nothing dropped")
+        return
+    with dispatcher._lock:
+        for index, (name, handler) in enumerate(dispatcher.handlers):
+            if name == "ray_print_logs" and not getattr(handler, "drops_benign", False):
+                dispatcher.handlers[index] = (name, _without_benign(handler))
+
+
+def _without_benign(printer):
+    def print_kept(data: dict) -> None:
+        lines = [line for line in data.get("lines", []) if not benign(line)]
+        if lines:
+            printer({**data, "lines": lines})
+
+    print_kept.drops_benign = True
+    return print_kept

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config_io import quote
+from pipeline.core.config_io import quote
 
 MAX_NODES = 100_000  # values in a config once its aliases are expanded; real configs have a few hundred
 

@@ -11,14 +11,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-CONFIGS = Path(__file__).parent / "configs"
 log = logging.getLogger(__name__)
 
 
 def fresh_puzzle(data_cfg, seen: set[bytes], seed: int):
     """A puzzle generated now, with the dataset's settings, that is in neither split: (task, inputs, labels)."""
-    from pipeline.data.build_sudoku import top_up_givens
     from hrm.tasks.sudoku import SudokuTask
+    from pipeline.data.build_sudoku import top_up_givens
 
     sec = data_cfg.sudoku
     task = SudokuTask(sec.box, sec.min_rating)
@@ -36,7 +35,7 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     ``workdir``), then solve a puzzle from neither split with the registered champion; prints each stage."""
     from pipeline.data.build import build_dataset
     from pipeline.data.config import load_config
-    from pipeline.tracking import store_uri
+    from pipeline.tracking.runs import store_uri
     from pipeline.train.config import load_train_config, resolve_tracking_uri
     from pipeline.train.run import train
 
@@ -69,8 +68,8 @@ def solve_new_puzzle(data_cfg, data_path: Path, tracking_uri: str, model_uri: st
     import mlflow.pyfunc
     import pandas as pd
 
-    from pipeline.cli.use import show_grid
     from pipeline.data.loader import load_split
+    from pipeline.serving.answers import show_grid
 
     seen = {bytes(x.astype(np.uint8)) for split in ("train", "test") for x in load_split(data_path, split)["inputs"]}
     task, inputs, labels = fresh_puzzle(data_cfg, seen, seed=int(time.time()))

@@ -1,0 +1,90 @@
+"""The MLflow model of a run and the registry: the logged pyfunc (export + shipped code), its linked metrics, and the
+``champion`` alias moved only to a better version."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.tracking.runs import quiet_downloads
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: str | None,
+              example: list[str], *, step: int = 0, metrics: dict[str, float] | None = None) -> Any:
+    """Log a checkpoint's export (weights + config only) as a pyfunc model in the run, with only the code serving
+    imports and pinned requirements; link ``metrics`` (the checkpoint's eval metrics) to the logged model at
+    ``step``; register it under ``model_name`` when given."""
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from pipeline.core.export import copy_export
+    from pipeline.serving.code import requirements, stage_code
+    from pipeline.serving.pyfunc import MODEL_FILE, signature
+
+    quiet_downloads()
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        export = copy_export(Path(export_folder), Path(tmp) / "export")
+        code = stage_code(Path(tmp) / "code")
+        with mlflow.start_run(run_id=run_id):
+            logged = mlflow.pyfunc.log_model(
+                name="model", python_model=str(MODEL_FILE), artifacts={"export": str(export)}, code_paths=code,
+                pip_requirements=requirements(), signature=signature(),
+                input_example=pd.DataFrame({"puzzle": example}), registered_model_name=model_name, step=step)
+    if metrics:
+        link_metrics(tracking_uri, run_id, logged.model_id, metrics, step)
+    return logged
+
+
+def link_metrics(tracking_uri: str, run_id: str, model_id: str, metrics: dict[str, float], step: int) -> None:
+    """Log ``metrics`` at ``step`` linked to the logged model (its page in MLflow lists them)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key=k, value=float(v), timestamp=now, step=step, model_id=model_id, run_id=run_id)
+             for k, v in metrics.items() if isinstance(v, (int, float))]
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def log_registered_checkpoint(tracking_uri: str, run_id: str, checkpoint: str, step: int,
+                              metrics: dict[str, float]) -> None:
+    """Say in the run's summary which checkpoint became the logged model: ``model/step`` and ``model/<metric>``
+    (the run's plain metrics show the last step's values), and the tag ``model.checkpoint`` (its folder name)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    batch = [Metric(f"model/{k}", float(v), now, step) for k, v in {"step": step, **metrics}.items()]
+    client = MlflowClient(tracking_uri)
+    client.log_batch(run_id, metrics=batch)
+    client.set_tag(run_id, "model.checkpoint", checkpoint)
+
+
+def promote_if_better(tracking_uri: str, model_name: str, version: str | int, metric: str, value: float) -> bool:
+    """Tag the version with its eval metric; move the champion alias to it only when it beats the current one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    tag = metric.replace("/", "_")
+    client.set_model_version_tag(model_name, str(version), tag, str(value))
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+        best = float(current.tags.get(tag, "-inf"))
+    except MlflowException:
+        current, best = None, float("-inf")
+    if value > best:
+        client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        log.info("%s version %s is the new %s (%s %.4f > %.4f)", model_name, version, CHAMPION, metric, value, best)
+        return True
+    log.info("%s version %s stays behind the %s (version %s): %s %.4f <= %.4f", model_name, version, CHAMPION,
+             current.version if current else "-", metric, value, best)
+    return False
