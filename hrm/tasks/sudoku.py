@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CHARS = "123456789"
 CSV_HEADER = ["source", "question", "answer", "rating"]
+RATING_MAX = 2**31 - 1  # ratings are stored as int32
 _STRIP = re.compile(r"[\s|+\-]")
 
 
@@ -270,6 +271,9 @@ def _check_rows(chunk, box, lut_q: np.ndarray, lut_a: np.ndarray):
                 rating = int(float(rec[3]))
             except (ValueError, OverflowError):  # not a number; inf, nan
                 problems.append((line, f"rating {rec[3][:40]!r} is not a finite number"))
+                continue
+            if not -RATING_MAX - 1 <= rating <= RATING_MAX:  # ratings are kept as int32
+                problems.append((line, f"rating {rec[3][:40]!r} is out of range (at most {RATING_MAX:,})"))
                 continue
             lines.append(line), qs.append(rec[1]), ans.append(rec[2]), rs.append(rating)
     if not lines:

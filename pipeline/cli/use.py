@@ -65,7 +65,7 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: i
 
     if (puzzle is None) == (file is None):
         raise click.UsageError("give the puzzle as an argument or with --file (one of them)")
-    text = file.read_text() if file else puzzle
+    text = read_puzzle_file(file) if file else puzzle
     check_flags(None, max_steps, votes)  # the ranges, before the model's own code is put on sys.path
     use_store(tracking_uri, model_uri)
     try:
@@ -89,6 +89,25 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: i
     else:
         click.echo(f"voted over {votes} symmetries, about {row['steps']} segment(s) each, "
                    f"confidence {row['confidence']:.3f}")
+
+
+MAX_PUZZLE_FILE = 1 << 20  # bytes: a puzzle file is a grid, a few kB at the most
+
+
+def read_puzzle_file(path: Path) -> str:
+    """The text of ``--file``; a click error naming it when it is too large or not text."""
+    if path.stat().st_size > MAX_PUZZLE_FILE:
+        raise click.BadParameter(f"{path} is {path.stat().st_size:,} bytes: a puzzle file is text of at most "
+                                 f"{MAX_PUZZLE_FILE:,} bytes", param_hint="'--file'")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise click.BadParameter(f"{path} is not UTF-8 text (byte {err.start}): give a puzzle as text",
+                                 param_hint="'--file'") from None
+    if "\x00" in text:
+        raise click.BadParameter(f"{path} holds NUL bytes: a binary file, not a puzzle", param_hint="'--file'")
+    return text
 
 
 def _check_declared(model, params: dict) -> None:

@@ -67,6 +67,9 @@ def parse(text: str, where: str) -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as err:
         raise ValueError(f"{where}: not valid YAML: {err}") from None
+    except RecursionError:  # PyYAML composes and builds nested collections recursively
+        raise ValueError(f"{where}: lists or mappings nested hundreds deep: refused (a config is a few levels "
+                         "deep)") from None
     finally:
         loader.dispose()
 

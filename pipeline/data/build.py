@@ -35,6 +35,7 @@ from pipeline.data.publish import (
     clean_leftovers,
     foreign_files,
     metadata_digest,
+    shown,
 )
 from pipeline.data.write import write_dataset
 
@@ -119,9 +120,10 @@ def _result_path(out: str) -> str | Path:
 def check_existing(out: str | Path, cfg: DataConfig, overwrite: bool) -> bool:
     """True when ``out`` already holds this dataset; raises ``DatasetExistsError`` when it holds something else.
 
-    ``overwrite`` allows replacing a different (or incomplete) dataset, never an unrelated file or folder, nor a
-    dataset folder that also holds files no build wrote (``_replaceable``). On an
-    object store, a prefix holding only parts of builds that died (no metadata.json) counts as empty.
+    ``overwrite`` allows replacing a different dataset of ours (a readable metadata.json), never an unrelated file
+    or folder, a folder without a readable metadata.json, nor a dataset folder that also holds files no build wrote
+    (``_replaceable``). On an object store, a prefix holding only parts of builds that died (no metadata.json)
+    counts as empty.
     """
     out = storage.normalize(out)
     if not storage.exists(out):
@@ -136,10 +138,9 @@ def check_existing(out: str | Path, cfg: DataConfig, overwrite: bool) -> bool:
     try:
         meta = read_metadata_dict(out)
     except (FileNotFoundError, ValueError) as e:
-        if overwrite:
-            return _replaceable(out, None)
-        raise DatasetExistsError(f"{out} exists and is not a complete dataset ({e}); "
-                                 f"remove it or pass --overwrite") from None
+        raise DatasetExistsError(f"{out} exists and is not a complete dataset of ours ({e}); --overwrite replaces "
+                                 "only such a dataset: look at what is in it, then remove it or choose another "
+                                 "--out") from None
     if overwrite:
         return _replaceable(out, meta)
     if meta.get("fingerprint") == fingerprint(cfg):
@@ -155,9 +156,8 @@ def _replaceable(out: str, meta: dict[str, Any] | None) -> bool:
     others when it holds files a build did not write (``--overwrite`` would delete them)."""
     foreign = foreign_files(out, meta)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise DatasetExistsError(f"{out} holds files no dataset build wrote ({shown}): --overwrite replaces only a "
-                                 "dataset's own files; move them away or choose another --out")
+        raise DatasetExistsError(f"{out} holds files no dataset build wrote ({shown(foreign)}): --overwrite replaces "
+                                 "only a dataset's own files; move them away or choose another --out")
     return False
 
 

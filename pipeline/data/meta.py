@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 METADATA = "metadata.json"
 SPLITS = ("train", "test")
 BLANK_IDENTIFIER = "<blank>"
+CHECKSUM = "sha256"  # what a build records of every part, beside its size
 _REQUIRED = ("task", "task_args", "vocab_size", "seq_len", "num_puzzle_identifiers", "counts", "groups", "config",
              "seed", "fingerprint")
 
@@ -97,7 +98,38 @@ def read_metadata_dict(path: str | Path) -> dict[str, Any]:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise ValueError(f"{file}: incomplete metadata, missing {missing}")
+    check_files(raw, file)
     return raw
+
+
+def check_files(raw: dict[str, Any], file: str) -> None:
+    """metadata.json's part list as a build writes it: each part a relative path inside the dataset (never absolute,
+    never through ``..``: a reader opens nothing outside it), and a SHA-256 for every part or for none (a dataset
+    from before checksums). A build of this version says ``"checksums": "sha256"``: then every part needs one.
+    metadata.json is not signed: checksums find damage, not the edits of someone who may write metadata.json."""
+    files = raw.get("files")
+    if files is None:
+        return
+    if not isinstance(files, dict) or not all(isinstance(v, list) for v in files.values()):
+        raise ValueError(f"{file}: files must map each split to its list of parts")
+    parts = [(split, i, p) for split, listed in files.items() for i, p in enumerate(listed)]
+    for split, i, part in parts:
+        path = part.get("path") if isinstance(part, dict) else None
+        if not inside(path):
+            raise ValueError(f"{file}: files.{split}[{i}]: {str(path)[:80]!r} is not a path inside the dataset "
+                             "(relative, without '..'); refused")
+    summed = sum("sha256" in p for _, _, p in parts)
+    if (raw.get("checksums") == CHECKSUM or summed) and summed < len(parts):
+        raise ValueError(f"{file}: {len(parts) - summed} of {len(parts)} parts have no sha256, though the build "
+                         "recorded one for each: metadata.json was edited; rebuild the dataset (hrm data build "
+                         "--overwrite)")
+
+
+def inside(path: Any) -> bool:
+    """A relative POSIX path that stays inside the folder it is joined to."""
+    if not isinstance(path, str) or not path or path.startswith(("/", "\\")) or "\\" in path or ":" in path:
+        return False
+    return all(piece not in ("", ".", "..") for piece in path.split("/"))
 
 
 def read_metadata(path: str | Path) -> DatasetMeta:

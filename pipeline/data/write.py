@@ -28,7 +28,7 @@ from pipeline.core import storage
 from pipeline.data.builder import Builder, Job
 from pipeline.data.builders import make_builder
 from pipeline.data.config import DataConfig, config_dict, fingerprint, identity
-from pipeline.data.meta import SPLITS, code_version, write_metadata
+from pipeline.data.meta import CHECKSUM, SPLITS, code_version, write_metadata
 from pipeline.data.publish import Publish, discard, drop_old_parts, install, staging
 from pipeline.data.ray_items import items_dataset, ordered, worker_pool
 
@@ -91,6 +91,7 @@ def dataset_metadata(cfg: DataConfig, builder: Builder, counts: dict[str, int],
         "config": config_dict(cfg),
         "code_version": code_version(),
         **extra,
+        "checksums": CHECKSUM,  # every part's SHA-256 is in files: readers require them all (pipeline.data.meta)
         "files": files,
     }
 

@@ -64,18 +64,33 @@ def signature():
 
 
 def _as_text(item: Any) -> str:
-    """A puzzle as the task's text: a grid (rows of cells, or its JSON) becomes one line of cells per row."""
+    """A puzzle as the task's text: a grid (rows of cells, or its JSON) becomes one line of cells per row. A cell is
+    one character or a whole number 0-9 (``-1`` is refused, not read as the ``1`` its digits spell)."""
     if isinstance(item, str) and item.lstrip().startswith("["):
         try:
             item = json.loads(item)
         except json.JSONDecodeError as err:
             raise ValueError(f"a puzzle starting with '[' must be a JSON grid: {err}") from err
+        except RecursionError:
+            raise ValueError("a puzzle starting with '[' must be a JSON grid (a list of rows), not lists nested "
+                             "hundreds deep") from None
     if isinstance(item, str):
         return item
     rows = item.tolist() if hasattr(item, "tolist") else item
     if isinstance(rows, list) and rows and all(isinstance(r, (list, tuple, str)) for r in rows):
-        return "\n".join("".join(str(c) for c in row) for row in rows)
+        return "\n".join("".join(_cell(c, r, k) for k, c in enumerate(row)) for r, row in enumerate(rows))
     raise ValueError(f"a puzzle must be a string or a grid (list of rows), got {type(item).__name__}")
+
+
+def _cell(value: Any, row: int, column: int) -> str:
+    """One cell of a grid as its character: a one-character string, or a whole number 0-9."""
+    if isinstance(value, str) and len(value) == 1:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
+        return str(value)
+    shown = json.dumps(value) if isinstance(value, (int, float, str, bool, type(None))) else type(value).__name__
+    raise ValueError(f"row {row + 1}, column {column + 1}: a cell is one character or a whole number 0-9, got "
+                     f"{shown[:40]}")
 
 
 def compact(task, tokens) -> str:

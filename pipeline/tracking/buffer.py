@@ -209,6 +209,19 @@ class BufferedRunLogger:
             with self._cond:
                 self._cond.wait(timeout=min(0.5, left))
 
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Before a report that may end this run (Ray Tune's scheduler stops a trial at a report; its workers are
+        then killed with what they buffered): wait at most ``timeout`` seconds for the queue to be sent, but not at
+        all while the server is down (training does not wait on an outage). True when nothing is left."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._items and self._down_since is None and self._refused is None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(timeout=min(0.1, left))
+            return not self._items
+
     def close(self, timeout: float | None = None) -> bool:
         """Send what is queued (waiting as ``flush`` does) and stop the sender; a warning says what was not sent.
         The worker calls it at the end of training, and with ``FAILED_CLOSE_SECONDS`` on the way out of a failed

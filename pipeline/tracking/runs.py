@@ -33,6 +33,10 @@ class RunLogger:
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
 
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Nothing to wait for: every call has been sent when it returns (BufferedRunLogger's counterpart)."""
+        return True
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
@@ -174,8 +178,9 @@ def store_uri(explicit: str | None = None, folder: Path | None = None) -> str:
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast when an http(s) tracking server does not take connections: one TCP connect to its host and port
-    (no request, so no login needed); ConnectionError naming the URI. Other stores (``sqlite:///``, files) pass."""
+    """Fail fast, in one line, when an http(s) tracking server cannot take a run: it does not take connections (a
+    TCP connect to its host and port), or it does not answer one call of MLflow's API (``check_answers``).
+    ConnectionError naming the URI. Other stores (``sqlite:///``, files) pass."""
     import socket
     from urllib.parse import urlsplit
 
@@ -190,6 +195,35 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         reason = str(err) or type(err).__name__
         raise ConnectionError(f"MLflow tracking server {tracking_uri} is unreachable ({reason}): start it, or point "
                               "MLFLOW_TRACKING_URI / tracking.tracking_uri at one") from err
+    check_answers(tracking_uri, timeout_s)
+
+
+def check_answers(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """One call of MLflow's REST API, as a run's first calls make it (search one experiment: the login, the server
+    and its database), with MLflow's own credentials ($MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN, TLS settings) and
+    no retries. A server that answers with an error (a 5xx, 401/403, a page that is not MLflow's) or not within
+    ``timeout_s`` is a ConnectionError naming it and the status, rather than minutes of MLflow's retries."""
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    endpoint = "/api/2.0/mlflow/experiments/search"
+    try:
+        answer = http_request(get_default_host_creds(tracking_uri), endpoint, "POST", max_retries=0,
+                              timeout=timeout_s, raise_on_status=False, json={"max_results": 1})
+    except (requests.RequestException, MlflowException) as err:  # MLflow wraps requests' errors
+        raise ConnectionError(f"MLflow tracking server {tracking_uri} took the connection but did not answer "
+                              f"{endpoint} within {timeout_s:g} s") from None
+    if answer.status_code == 200:
+        return
+    said = " ".join(answer.text.split())[:160] or "no message"
+    hint = {401: "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
+            403: "the login has no permission for this: ask the server's admin"}.get(
+        answer.status_code, "look at the server's log" if answer.status_code >= 500 else
+        "is this an MLflow tracking server?")
+    raise ConnectionError(f"MLflow tracking server {tracking_uri} answered HTTP {answer.status_code} to {endpoint} "
+                          f"({said}): {hint}")
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:

@@ -41,6 +41,7 @@ from pipeline.train.gradients import all_reduce_sum
 from pipeline.train.metric_log import MetricLog
 
 log = logging.getLogger(__name__)
+REPORT_SETTLE_SECONDS = 10.0  # at most, before each report, for the eval metrics to reach MLflow (not in an outage)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -283,6 +284,8 @@ def evaluate_and_checkpoint(w: Worker) -> None:
                       "train/minutes": metrics["train_minutes"]}, w.position.step)
         log.info("step %d (%.1f min of training): eval exact %.3f, token %.3f", w.position.step,
                  metrics["train_minutes"], metrics["eval/exact_accuracy"], metrics["eval/accuracy"])
+    if w.logger is not None:  # in MLflow before the report: a scheduler (Tune's ASHA) may end the run at it
+        w.logger.settle(REPORT_SETTLE_SECONDS)
     rngs = checkpoint.gather_rng_states(w.world)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(w, Path(tmp), metrics, rngs) if w.rank == 0 else None

@@ -8,6 +8,7 @@ Extend the table whenever a new entrance appears (a command, a config key, a fil
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,21 @@ def damaged(damage: Callable[[Path], None]) -> Callable[[Path], None]:
     return make
 
 
+def edited_metadata(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """A dataset at ``ds`` whose metadata.json ``edit`` changes (what someone with a text editor can do)."""
+    def make(folder: Path) -> None:
+        meta_file = make_dataset(folder / "ds") / "metadata.json"
+        meta = json.loads(meta_file.read_text())
+        edit(meta)
+        meta_file.write_text(json.dumps(meta))
+    return make
+
+
+def flipped_and_unsummed(meta: dict) -> None:
+    """The probe's case: one part's SHA-256 stripped (and that part could then hold a flipped bit unseen)."""
+    del meta["files"]["train"][1]["sha256"]
+
+
 def train_file(**config) -> dict[str, str]:
     return {"train.yaml": yaml.safe_dump({"name": "r", "data": "ds", **config})}
 
@@ -38,7 +54,7 @@ class Row:
     args: list[str]  # after `hrm`
     code: int  # the exit status
     message: str  # a fragment of what the user reads
-    files: dict[str, str] = field(default_factory=dict)  # written into the folder first
+    files: dict[str, str | bytes] = field(default_factory=dict)  # written into the folder first
     setup: Callable[[Path], None] | None = None  # more of the folder (a dataset)
 
 
@@ -52,6 +68,9 @@ ROWS = {
     "max_steps negative": Row(TRAIN, 1, "max_steps must be >= 1 (or null: epochs decide), got -5",
                               train_file(max_steps=-5)),
     "name with a newline": Row(TRAIN, 1, "name must be a plain folder name", train_file(name="a\nb")),
+    "name of 300 characters": Row(TRAIN, 1, "name is 300 bytes long, at most 200", train_file(name="n" * 300)),
+    "YAML nested 5,000 deep": Row(TRAIN, 1, "train.yaml: lists or mappings nested hundreds deep: refused",
+                                  {"train.yaml": "name: r\nmodel: " + "[" * 5000 + "]" * 5000 + "\n"}),
     "unknown key": Row(TRAIN, 1, "lrr", train_file(optim={"lrr": 0.1})),
     "wrong type": Row(TRAIN, 1, "global_batch_size", train_file(global_batch_size="big")),
     "not YAML": Row(TRAIN, 1, "not valid YAML", {"train.yaml": "name: [unclosed\n"}),
@@ -71,9 +90,25 @@ ROWS = {
     "missing part, check": Row(["data", "check", "ds"], 1, "missing, but metadata.json lists it",
                                setup=damaged(lambda p: (p / "train/part-00001.parquet").unlink())),
     "no dataset, show": Row(["data", "show", "nowhere"], 1, "does not exist"),
+    "metadata part path outside, absolute": Row(
+        ["data", "check", "ds"], 1, "files.train[0]: '/etc/hostname' is not a path inside the dataset",
+        setup=edited_metadata(lambda m: m["files"]["train"][0].update(path="/etc/hostname"))),
+    "metadata part path outside, ..": Row(
+        ["data", "check", "ds"], 1, "'../../secret.parquet' is not a path inside the dataset",
+        setup=edited_metadata(lambda m: m["files"]["test"][0].update(path="../../secret.parquet"))),
+    "metadata checksum stripped": Row(["data", "check", "ds"], 1, "1 of 4 parts have no sha256",
+                                      setup=edited_metadata(flipped_and_unsummed)),
+    "metadata checksums all stripped": Row(
+        ["data", "check", "ds"], 1, "4 of 4 parts have no sha256",
+        setup=edited_metadata(lambda m: [p.pop("sha256") for ps in m["files"].values() for p in ps])),
     "--overwrite of a folder with the user's files": Row(
         ["data", "build", "sudoku", "--out", "ds", "--overwrite"], 1, "files no dataset build wrote (train/mine.txt)",
         setup=lambda p: (make_dataset(p / "ds") / "train" / "mine.txt").write_text("keep me")),
+    "--overwrite of the user's Parquet files, no metadata.json": Row(
+        ["data", "build", "sudoku", "--out", "ds", "--overwrite"], 1, "ds exists and is not a complete dataset of ours",
+        {"ds/train/my-results-2025.parquet": "PAR1 mine", "ds/test/holdout.parquet": "PAR1 mine"}),
+    "solve --file of binary data": Row(["solve", "--model", "models:/m@champion", "--file", "bin.dat"], 2,
+                                       "bin.dat is not UTF-8 text (byte 1)", {"bin.dat": b"x\xff\x00\x17"}),
     "data config unknown key": Row(["data", "build", "sudoku", "--config", "d.yaml"], 1, "cont",
                                    {"d.yaml": "sudoku: {cont: 3}\n"}),
     # sweeps and benchmarks
@@ -98,7 +133,10 @@ def test_bad_input_is_named_and_nothing_is_written(name, tmp_path, monkeypatch):
     monkeypatch.delenv("HRM_DEBUG", raising=False)
     for path, text in row.files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(text)
+        if isinstance(text, bytes):
+            (tmp_path / path).write_bytes(text)
+        else:
+            (tmp_path / path).write_text(text)
     if row.setup:
         row.setup(tmp_path)
     before = snapshot(tmp_path)
@@ -142,7 +180,7 @@ def test_a_user_error_no_command_caught_is_one_line_unless_debugging(failing_com
 
 
 # ------------------------------------------------------------------------------------------------ with Ray
-CSV_ROWS = {"rating inf": (3, "inf"), "a 200 kB field": (0, "x" * 200_000)}
+CSV_ROWS = {"rating inf": (3, "inf"), "rating 3e9 (past int32)": (3, "3e9"), "a 200 kB field": (0, "x" * 200_000)}
 
 
 @pytest.mark.slow
@@ -163,3 +201,25 @@ def test_a_bad_csv_row_names_its_line_and_skip_invalid_counts_it(ray_session, tm
     assert "Traceback" not in result.output and snapshot(tmp_path) == before
     skipped = CliRunner().invoke(main, [*args, "--skip-invalid"])
     assert skipped.exit_code == 0 and "skipped 1 invalid" in skipped.output, skipped.output
+
+
+def test_a_tracking_server_answering_500_is_one_line_before_any_cluster_work(tmp_path, monkeypatch):
+    """The probe's case: a server answering HTTP 500 (a broken auth config) made `hrm train` retry for 275 s and end
+    in a 100-line traceback. Now: one line naming the server and the status, at once, nothing written."""
+    import time
+
+    from tests.pipeline.tracking.test_buffer import answering
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    make_dataset(tmp_path / "ds")
+    with answering(500) as (uri, seen):
+        (tmp_path / "train.yaml").write_text(yaml.safe_dump({"name": "r", "data": "ds",
+                                                            "tracking": {"tracking_uri": uri}}))
+        before, began = snapshot(tmp_path), time.monotonic()
+        result = CliRunner().invoke(main, TRAIN)
+    assert time.monotonic() - began < 30 and len(seen) == 1
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"Error: MLflow tracking server {uri} answered HTTP 500 to /api/2.0/mlflow/experiments/search" in \
+        result.output and "look at the server's log" in result.output, result.output
+    assert snapshot(tmp_path) == before

@@ -182,9 +182,15 @@ def test_overwrite_replaces_a_dataset_but_never_other_folders(tiny, tmp_path):
     import shutil
 
     shutil.copytree(tiny / "w1", tmp_path / "w3")
+    for name in ("w3.old-2025backup", "w3.tmp-mine"):  # the user's folders, named like a build's leftovers
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.parquet").write_text("keep me")
     result = build(tmp_path, SMALL, "w3", "--seed", 9, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert read_metadata(tmp_path / "w3").seed == 9 and not list(tmp_path.glob("w3.*-*"))
+    assert read_metadata(tmp_path / "w3").seed == 9 and not (tmp_path / "w3" / ".hrm-build").exists()
+    assert sorted(p.name for p in tmp_path.glob("w3.*-*")) == ["w3.old-2025backup", "w3.tmp-mine"]  # untouched
+    for name in ("w3.old-2025backup", "w3.tmp-mine"):
+        assert (tmp_path / name / "results.parquet").read_text() == "keep me"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     result = build(tmp_path, SMALL, "mine", "--overwrite")

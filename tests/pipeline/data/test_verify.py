@@ -41,7 +41,7 @@ def make_dataset(path, checksums=True):
             files[split] = [{k: v for k, v in p.items() if k not in ("bytes", "sha256")} for p in files[split]]
     write_metadata(path, {"task": "sudoku", "task_args": {"box": [2, 2]}, "vocab_size": VOCAB, "seq_len": L,
                           "num_puzzle_identifiers": IDS, "counts": counts, "groups": counts, "config": {}, "seed": 0,
-                          "fingerprint": "x", "files": files})
+                          "fingerprint": "x", **({"checksums": "sha256"} if checksums else {}), "files": files})
     return path
 
 

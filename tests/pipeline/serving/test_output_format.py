@@ -51,6 +51,14 @@ def test_a_bad_request_keeps_its_message():
 @pytest.mark.parametrize("puzzles, message", [
     (["1234"], "bad puzzle: expected 16 cells, got 4"),
     (["1.3.....2...4..1", "[[1, 2]"], "bad puzzle 2 of 2: a puzzle starting with '[' must be a JSON grid"),
+    (["[[-1, 0, 3, 0], [0, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 1]]"],  # was read as 1: the '-' was dropped
+     "bad puzzle: row 1, column 1: a cell is one character or a whole number 0-9, got -1"),
+    (["[[1, 0, 3, 0], [0, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 10]]"], "bad puzzle: row 4, column 4: a cell is one"),
+    (["[[1, true, 3, 0], [0, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 1]]"],
+     "bad puzzle: row 1, column 2: a cell is one character or a whole number 0-9, got true"),
+    (["[[1, [0], 3, 0], [0, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 1]]"], "bad puzzle: row 1, column 2: a cell is one"),
+    (["[" * 100_000 + "]" * 100_000], "bad puzzle: a puzzle starting with '[' must be a JSON grid (a list of rows), "
+                                      "not lists nested hundreds deep"),  # was an HTTP 500 (RecursionError)
 ])
 def test_predict_names_the_bad_puzzle(puzzles, message):
     import pandas as pd

@@ -5,6 +5,7 @@ within seconds of a SIGTERM even while a long request is being computed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -179,8 +180,10 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("stubborn", [True, False])
-def test_run_group_passes_sigterm_to_the_group_and_kills_it_after_the_grace(tmp_path, stubborn):
+@contextlib.contextmanager
+def supervised(tmp_path: Path, stubborn: bool):
+    """``run_group`` (grace 1.5 s) in a process of its own, over a child that starts a grandchild (both ignoring
+    SIGTERM when ``stubborn``): (the supervisor, [child pid, grandchild pid]) once both run; all killed after."""
     pids = tmp_path / "pids"
     child = [sys.executable, "-c", STUBBORN if stubborn else STUBBORN.replace("signal.SIG_IGN", "signal.SIG_DFL"),
              str(pids)]
@@ -192,6 +195,18 @@ def test_run_group_passes_sigterm_to_the_group_and_kills_it_after_the_grace(tmp_
             assert runner.poll() is None and time.monotonic() < deadline, "the child never started"
             time.sleep(0.1)
         started = [int(p) for p in pids.read_text().split()]
+        yield runner, started
+    finally:
+        runner.kill()
+        runner.wait()
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("stubborn", [True, False])
+def test_run_group_passes_sigterm_to_the_group_and_kills_it_after_the_grace(tmp_path, stubborn):
+    with supervised(tmp_path, stubborn) as (runner, started):
         began = time.monotonic()
         runner.send_signal(signal.SIGTERM)
         code = runner.wait(timeout=15)
@@ -202,12 +217,21 @@ def test_run_group_passes_sigterm_to_the_group_and_kills_it_after_the_grace(tmp_
             assert code == 128 + signal.SIGKILL and 1.5 <= took < 8, (code, took)
         else:  # ended by the SIGTERM passed on
             assert code == 128 + signal.SIGTERM and took < 8, (code, took)
-    finally:
-        runner.kill()
-        runner.wait()
-        for pid in started:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("stubborn", [True, False])
+def test_the_group_dies_with_its_supervisor_however_that_dies(tmp_path, stubborn):
+    """The probe's case: `kill -9` of `hrm serve` left the model server serving the port. The launcher leading the
+    server's group sees the supervisor's pipe close and ends the group: SIGTERM, then SIGKILL after the grace."""
+    with supervised(tmp_path, stubborn) as (runner, started):
+        began = time.monotonic()
+        runner.send_signal(signal.SIGKILL)  # no handler runs: only the pipe tells
+        runner.wait(timeout=15)
+        while any(alive(pid) for pid in started) and time.monotonic() - began < 15:
+            time.sleep(0.1)
+        took = time.monotonic() - began
+        assert [pid for pid in started if alive(pid)] == []
+        assert (1.5 <= took < 8) if stubborn else took < 3, took  # SIGTERM at once; SIGKILL after the grace
 
 
 # --- a real server ---------------------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@ again on the same port and store, a closed port, a port that takes connections a
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import logging
 import os
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -68,6 +71,7 @@ def test_metrics_logged_while_the_server_is_down_reach_the_run(tmp_path, monkeyp
     monkeypatch.setattr(servers, "free_port", lambda: port)  # the server comes back on the same port
     store, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
     with servers.mlflow_server(store, artifacts, tmp_path / "first.log") as url:
+        check_reachable(url)  # a real server answers the start-up check
         client = MlflowClient(url)
         run_id = client.create_run(client.create_experiment("outage")).info.run_id
         logger = BufferedRunLogger(url, run_id, unreachable_minutes=5, backoff=(0.5, 2.0))
@@ -75,7 +79,7 @@ def test_metrics_logged_while_the_server_is_down_reach_the_run(tmp_path, monkeyp
         logger.log_params({"resolved.forward_dtype": "float32"})
         for step in (1, 2, 3):
             timed_log(logger, step)
-        assert logger.flush(timeout=60)
+        assert logger.settle(60.0)  # the server is up: what is queued is sent before a report
     stopped = time.monotonic()
     for step in (4, 5, 6):
         timed_log(logger, step)
@@ -121,6 +125,19 @@ def test_log_raises_once_the_server_is_unreachable_past_the_limit(caplog, http_e
     assert records(caplog, logging.WARNING, uri, "not logged to run", "lost")
 
 
+def test_a_report_does_not_wait_on_a_known_outage(caplog, http_env):
+    """settle (before each eval's report) waits for the queue to reach a server that answers, not for one that is
+    down: training goes on at once."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    logger = BufferedRunLogger(uri, NO_RUN, unreachable_minutes=5, backoff=(0.2, 0.5))
+    timed_log(logger, 1)
+    assert wait_for(lambda: records(caplog, logging.WARNING, uri), 60), "no outage warning"
+    began = time.monotonic()
+    assert logger.settle(10.0) is False and time.monotonic() - began < 0.5
+    assert not logger.close(timeout=1)
+
+
 def test_a_server_that_never_answers_is_reported_from_the_training_thread(caplog, http_env):
     caplog.set_level(logging.INFO, logger=LOGGER)
     with socket.socket() as listener:  # takes connections (the kernel's backlog), never answers
@@ -141,12 +158,60 @@ def test_check_reachable_names_a_closed_port_and_passes_other_stores(tmp_path):
     with pytest.raises(ConnectionError, match=re.escape(f"MLflow tracking server {uri} is unreachable (")) as raised:
         check_reachable(uri, timeout_s=2)
     assert "MLFLOW_TRACKING_URI / tracking.tracking_uri" in str(raised.value)
-    with socket.socket() as listener:
+    with socket.socket() as listener:  # takes connections, never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        check_reachable(f"http://127.0.0.1:{listener.getsockname()[1]}/")
+        silent = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(ConnectionError, match=re.escape(f"{silent} took the connection but did not answer "
+                                                            "/api/2.0/mlflow/experiments/search within 1 s")):
+            check_reachable(silent, timeout_s=1)
     check_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")  # no server: nothing to reach
     check_reachable(str(tmp_path / "mlruns"))
+
+
+@contextlib.contextmanager
+def answering(status: int, body: bytes = b"Internal Server Error"):
+    """An HTTP server on 127.0.0.1 that answers every request with ``status``: its URL, and the requests it got."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("status", "hint"), [
+    (500, "look at the server's log"), (503, "look at the server's log"),
+    (401, "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"),
+    (403, "the login has no permission for this: ask the server's admin"),
+    (404, "is this an MLflow tracking server?"),
+])
+def test_a_server_answering_an_error_is_named_with_its_status_at_once(status, hint, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "secret")
+    with answering(status, b"<html>broken auth config</html>") as (uri, seen):
+        began = time.monotonic()
+        with pytest.raises(ConnectionError) as raised:
+            check_reachable(uri)
+        assert time.monotonic() - began < 5  # no retries: one request
+    assert str(raised.value) == (f"MLflow tracking server {uri} answered HTTP {status} to "
+                                 f"/api/2.0/mlflow/experiments/search (<html>broken auth config</html>): {hint}")
+    assert len(seen) == 1 and seen[0][1].startswith("Basic ")  # MLflow's own credentials were sent
 
 
 @pytest.mark.parametrize("minutes", [0, -1.0, float("nan")])
