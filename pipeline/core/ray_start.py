@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import socket
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,11 @@ BENIGN_LINES = (
     # issue 53727). A C++ log line of Ray's controller process: no Python filter reaches it there, so the driver's
     # printer of the processes' output drops this line and no other.
     re.compile(r"core_worker\.cc:\d+: Actor with class name: 'PreemptionWatcher' .*max_restarts > 0"),
+    # As a run's actors end, Ray's GCS may try to kill one whose worker process has already exited: the kill RPC
+    # finds the socket closed and GCS logs that at ERROR level, though the actor is gone as asked. Seen once in a
+    # tiny demo's log (2026-12-06); only this message, with the socket closed, is dropped.
+    re.compile(r"gcs_actor_scheduler\.cc:\d+: Failed to kill actor [0-9a-f]+, return status: Invalid: KillActor RPC "
+               r"failed for actor [0-9a-f]+: RpcError: RPC error: Socket closed"),
 )
 
 
@@ -68,6 +74,7 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
     # address "local": never join a cluster that `ray start` left in /tmp/ray without RAY_ADDRESS naming it
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True,
              configure_logging=False, **extra)
+    private_token()
     drop_benign_lines()
     log.info("started a local Ray with %s CPUs%s", ray.cluster_resources().get("CPU"),
              f" (dashboard on port {extra['dashboard_port']})" if extra else "")
@@ -135,3 +142,16 @@ def _without_benign(printer):
 
     print_kept.drops_benign = True
     return print_kept
+
+
+def private_token(path: Path | None = None) -> None:
+    """Make the token of Ray's token authentication (``~/.ray/auth_token``, which a local Ray 2.60 writes with the
+    umask's mode, often readable by every user) readable by its owner only, its folder too. Nothing when absent."""
+    path = path or Path.home() / ".ray" / "auth_token"
+    try:
+        if path.is_file() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+            path.parent.chmod(path.parent.stat().st_mode & ~0o077)
+            log.info("made %s readable by its owner only", path)
+    except OSError as err:  # someone else's file: say so, the job goes on
+        log.warning("could not make %s private: %s", path, err)

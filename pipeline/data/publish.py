@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import storage
-from pipeline.data.meta import METADATA
+from pipeline.data.meta import METADATA, SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +125,23 @@ def clean_leftovers(out: str) -> None:
         log.info("%s: removed %s, left by a build that died", out, path)
 
 
-def own_file(name: str, listed: set[str]) -> bool:
-    """A file a build writes in a dataset folder: metadata.json, a part metadata.json lists, the build marker, or
-    (object stores: a build that died before publishing) a Parquet part under a ``parts-*`` prefix."""
+def own_file(name: str, listed: set[str], unlisted_parts: bool = False) -> bool:
+    """A file a build writes in a dataset folder: metadata.json, a part metadata.json lists, the build marker,
+    (object stores: a build that died before publishing) a Parquet part under a ``parts-*`` prefix, or, in a dataset
+    whose metadata.json predates part lists (``unlisted_parts``), a ``part-*.parquet`` under a split folder."""
     if name in (METADATA, MARKER) or name in listed:
         return True
-    return name.endswith(".parquet") and name.split("/", 1)[0].startswith(PARTS_PREFIX)
+    top, _, rest = name.partition("/")
+    if unlisted_parts and top in SPLITS and rest.startswith("part-") and rest.endswith(".parquet"):
+        return True
+    return name.endswith(".parquet") and top.startswith(PARTS_PREFIX)
 
 
 def foreign_files(out: str, meta: dict[str, Any] | None) -> list[str]:
     """Files under ``out`` (relative paths) that no build wrote: ``--overwrite`` leaves such a folder alone."""
     listed = {p["path"] for parts in ((meta or {}).get("files") or {}).values() for p in parts}
-    return [name for name in storage.list_files(out) if not own_file(name, listed)]
+    legacy = meta is not None and meta.get("files") is None  # a build from before metadata listed its parts
+    return [name for name in storage.list_files(out) if not own_file(name, listed, legacy)]
 
 
 def shown(names: list[str], most: int = 5) -> str:

@@ -115,6 +115,7 @@ class BufferedRunLogger:
         self.tracking_uri, self.run_id = tracking_uri, run_id
         self.minutes, self.limit = unreachable_minutes, unreachable_minutes * 60  # the limit, and in seconds
         self.backoff, self.stuck_seconds = backoff, stuck_seconds
+        self.skip_through = 0  # metrics of steps up to this one are dropped: the run holds them from before a restart
         self.sender = RunLogger(tracking_uri, run_id)
         self._items: deque[Item] = deque()  # the queue; its head stays in it until sent
         self._cond = threading.Condition()
@@ -136,9 +137,11 @@ class BufferedRunLogger:
         unreachable longer than the limit, and the error of an item the server refused."""
         from mlflow.entities import Metric
 
+        self.check()
+        if step <= self.skip_through:  # already in the run, from before a restart (pipeline.train.worker)
+            return
         now = int(time.time() * 1000)
         batch = [Metric(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
-        self.check()
         for start in range(0, len(batch), MAX_METRICS):
             self._put(Item("metrics", batch[start:start + MAX_METRICS]))
 

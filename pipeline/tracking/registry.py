@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -40,7 +41,25 @@ def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: s
                 input_example=pd.DataFrame({"puzzle": example}), registered_model_name=model_name, step=step)
     if metrics:
         link_metrics(tracking_uri, run_id, logged.model_id, metrics, step)
+    if model_name and logged.registered_model_version:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        for key, value in kind_tags(Path(export_folder)).items():
+            client.set_model_version_tag(model_name, str(logged.registered_model_version), key, value)
     return logged
+
+
+KIND_TAGS = ("hrm.task", "hrm.task_args", "hrm.seq_len", "hrm.vocab_size")  # what makes two versions comparable
+
+
+def kind_tags(export_folder: Path) -> dict[str, str]:
+    """What puzzles a model solves, from its export's model.json: the task, its arguments (a Sudoku's box), the
+    sequence length and vocabulary. Versions that differ in any do not compete for ``champion``."""
+    info = json.loads((export_folder / "model.json").read_text())
+    model = info.get("model", {})
+    values = (info.get("task"), info.get("task_args"), model.get("seq_len"), model.get("vocab_size"))
+    return {key: json.dumps(value, sort_keys=True) for key, value in zip(KIND_TAGS, values)}
 
 
 def link_metrics(tracking_uri: str, run_id: str, model_id: str, metrics: dict[str, float], step: int) -> None:
@@ -69,7 +88,8 @@ def log_registered_checkpoint(tracking_uri: str, run_id: str, checkpoint: str, s
 
 
 def promote_if_better(tracking_uri: str, model_name: str, version: str | int, metric: str, value: float) -> bool:
-    """Tag the version with its eval metric; move the champion alias to it only when it beats the current one."""
+    """Tag the version with its eval metric; move the champion alias to it only when it solves the same puzzles as
+    the current one (KIND_TAGS: a 4×4 Sudoku model never takes it from a 9×9 one) and beats it."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -81,6 +101,14 @@ def promote_if_better(tracking_uri: str, model_name: str, version: str | int, me
         best = float(current.tags.get(tag, "-inf"))
     except MlflowException:
         current, best = None, float("-inf")
+    if current is not None and str(current.version) != str(version):
+        mine = client.get_model_version(model_name, str(version)).tags
+        differ = [k for k in KIND_TAGS if k in current.tags and k in mine and current.tags[k] != mine[k]]
+        if differ:
+            log.warning("%s version %s solves other puzzles than the %s (version %s: %s): the alias stays; register "
+                        "it under another name", model_name, version, CHAMPION, current.version,
+                        ", ".join(f"{k[4:]} {mine[k]} against {current.tags[k]}" for k in differ))
+            return False
     if value > best:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))
         log.info("%s version %s is the new %s (%s %.4f > %.4f)", model_name, version, CHAMPION, metric, value, best)

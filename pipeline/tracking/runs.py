@@ -141,15 +141,32 @@ def log_dataset(client: Any, run_id: str, meta: Any, context: str = "training") 
     client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
 
 
-def start_system_metrics(tracking_uri: str, run_id: str, node: str | None = None) -> Any:
+def start_system_metrics(tracking_uri: str, run_id: str, node: str | None = None, interval: float = 10) -> Any:
     """Log this machine's CPU, memory, disk, network (and GPU) use to the run as ``system/*`` metrics, every
-    $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (default 10), from a daemon thread that stops when the run
-    ends; one sample is logged at once. Returns the monitor, or None when it cannot run (psutil missing)."""
+    ``interval`` seconds, from a daemon thread that stops when the run ends and goes on after a tracking outage
+    (MLflow's own loop ends at the first failed request); one sample is logged at once. Returns the monitor, or
+    None when it cannot run (psutil missing)."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, resume_logging=True, node_id=node,
-                                       tracking_uri=tracking_uri)
+        class Monitor(SystemMetricsMonitor):
+            def monitor(self) -> None:
+                """MLflow's loop, started again after it gave up on an unreachable server, until the run ends."""
+                from mlflow.tracking import MlflowClient
+
+                while not self._shutdown_event.is_set():
+                    super().monitor()
+                    if self._shutdown_event.wait(self.sampling_interval):
+                        return
+                    try:
+                        status = MlflowClient(self._tracking_uri).get_run(self._run_id).info.status
+                    except Exception:  # noqa: BLE001 (still unreachable: look again after an interval)
+                        continue
+                    if status != "RUNNING":
+                        return
+
+        monitor = Monitor(run_id, sampling_interval=interval, resume_logging=True, node_id=node,
+                          tracking_uri=tracking_uri)
         monitor.collect_metrics()
         monitor.publish_metrics(monitor.aggregate_metrics())
         monitor.start()
@@ -212,7 +229,7 @@ def check_answers(tracking_uri: str, timeout_s: float = 5.0) -> None:
     try:
         answer = http_request(get_default_host_creds(tracking_uri), endpoint, "POST", max_retries=0,
                               timeout=timeout_s, raise_on_status=False, json={"max_results": 1})
-    except (requests.RequestException, MlflowException) as err:  # MLflow wraps requests' errors
+    except (requests.RequestException, MlflowException):  # MLflow wraps requests' errors
         raise ConnectionError(f"MLflow tracking server {tracking_uri} took the connection but did not answer "
                               f"{endpoint} within {timeout_s:g} s") from None
     if answer.status_code == 200:

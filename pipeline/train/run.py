@@ -23,6 +23,7 @@ from pipeline.train.run_folder import RunFolder
 from pipeline.train.run_state import (
     RUN_ID_FILE,
     check_resumable,
+    close_orphan,
     started_without_checkpoint,
 )
 
@@ -125,6 +126,7 @@ def prepare(cfg: TrainConfig, resume: bool, uri: str | None = None):
                                   f"it, or choose another name")
         log.warning("run %r under %s ended before its first checkpoint (nothing to resume): starting it afresh",
                     cfg.name, folder.parent)
+        close_orphan(folder, uri)
         folder.remove()
     return data_path, meta, (params, state_bytes)
 
@@ -284,9 +286,24 @@ def fit_and_finish(cfg: TrainConfig, uri: str, run_id: str, data_path: str | Pat
             log.warning("resuming run %s failed; it stays FINISHED", cfg.name)
         else:
             end_quietly(uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        lost = tracking_lost(err)
+        if lost is not None:  # the user's to act on: one line, not Ray's traceback of the worker
+            raise ConnectionError(lost) from None
         raise
     runs.end_run(uri, run_id)
     return outcome
+
+
+def tracking_lost(err: BaseException) -> str | None:
+    """The message of the TrackingUnreachable that ended the workers (Ray Train's WorkerGroupError holds each
+    worker's error, or Ray's wrapper of it), else None."""
+    from pipeline.tracking.buffer import TrackingUnreachable
+
+    for failure in (getattr(err, "worker_failures", None) or {}).values():
+        for found in (failure, getattr(failure, "cause", None), failure.__cause__):
+            if isinstance(found, TrackingUnreachable):
+                return str(found)
+    return None
 
 
 def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome:

@@ -11,6 +11,7 @@ from pipeline.train.batches import batches_per_epoch
 from pipeline.train.config import TrainConfig
 from pipeline.train.run_folder import RunFolder
 
+log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id.txt"  # the MLflow run id that --resume reads
 
 
@@ -21,6 +22,28 @@ def started_without_checkpoint(folder: RunFolder) -> bool:
     """A run folder holding only what a run writes before its first checkpoint (a run that failed early): nothing
     to resume, nothing of the user's to lose."""
     return folder.exists() and set(folder.names()) <= RUN_FOLDER_FILES
+
+
+def close_orphan(folder: RunFolder, uri: str | None) -> None:
+    """The MLflow run of a run folder begun without a checkpoint, still RUNNING (its driver died, by ``kill -9`` or
+    a lost node, before anything could end it): ended KILLED with a tag saying why, before the name starts afresh.
+    A store that cannot be asked is no reason to stop: a warning says so."""
+    run_id = (folder.read(RUN_ID_FILE) or "").strip()
+    if uri is None or not run_id:
+        return
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import runs
+
+    try:
+        if runs.run_status(uri, run_id) != "RUNNING":
+            return
+        MlflowClient(uri).set_tag(run_id, "hrm.ended_by", "the next run of its name: its driver died before its "
+                                  "first checkpoint")
+        runs.end_run(uri, run_id, "KILLED")
+        log.warning("MLflow run %s of %s was left RUNNING by a driver that died: ended KILLED", run_id, folder.uri)
+    except Exception as err:  # noqa: BLE001 (a deleted run, a store that changed: the new run goes on)
+        log.warning("could not end MLflow run %s left by a driver that died: %s", run_id, err)
 
 
 def planned_steps(cfg: TrainConfig, meta) -> int:
@@ -46,11 +69,29 @@ def last_report(folder: RunFolder) -> dict[str, Any] | None:
         quiet.setLevel(level)
 
 
+def check_same_dataset(cfg: TrainConfig, meta, uri: str, run_id: str) -> None:
+    """A resumed run trains on the dataset it began on: the fingerprint of the dataset its MLflow run recorded as its
+    training input must be the one ``cfg.data`` holds now (a dataset rebuilt with other settings under the same path
+    is refused, rather than trained on while MLflow names the old one). A run that recorded none passes."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = MlflowClient(uri).get_run(run_id).inputs
+    recorded = [d.dataset.digest for d in (inputs.dataset_inputs if inputs else [])
+                if any(t.key == MLFLOW_DATASET_CONTEXT and t.value == "training" for t in d.tags)]
+    now = str(meta.fingerprint)[:36]
+    if recorded and now not in recorded:
+        raise ValueError(f"run {cfg.name!r} began on the dataset of fingerprint {recorded[-1]}; {meta.path} now holds "
+                         f"fingerprint {now} (rebuilt with other settings): --resume would train it on other data. "
+                         "Rebuild the run's dataset, or train a new run under another name")
+
+
 def check_resumable(cfg: TrainConfig, folder: RunFolder, meta, uri: str, run_id: str) -> None:
     """A run that finished resumes only when ``cfg`` asks for more training than it did (more steps, or more
     minutes under a time budget): otherwise --resume would only log and register the same model again."""
     from pipeline.tracking import runs
 
+    check_same_dataset(cfg, meta, uri, run_id)
     if runs.run_status(uri, run_id) != "FINISHED":
         return
     done = last_report(folder)
@@ -65,5 +106,5 @@ def check_resumable(cfg: TrainConfig, folder: RunFolder, meta, uri: str, run_id:
                      "run under another name")
 
 
-__all__ = ["RUN_ID_FILE", "RUN_FOLDER_FILES", "started_without_checkpoint", "planned_steps", "last_report",
-           "check_resumable"]
+__all__ = ["RUN_ID_FILE", "RUN_FOLDER_FILES", "started_without_checkpoint", "close_orphan", "planned_steps",
+           "last_report", "check_same_dataset", "check_resumable"]

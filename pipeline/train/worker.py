@@ -41,6 +41,7 @@ from pipeline.train.gradients import all_reduce_sum
 from pipeline.train.metric_log import MetricLog
 
 log = logging.getLogger(__name__)
+REPLAYED_TAG = "hrm.replayed_from_step_"  # + the checkpoint's step: a restart that replayed logged steps
 REPORT_SETTLE_SECONDS = 10.0  # at most, before each report, for the eval metrics to reach MLflow (not in an outage)
 
 
@@ -190,6 +191,10 @@ def start(config: dict[str, Any]) -> Worker:
     ema = EMA(model, cfg.ema) if cfg.ema else None
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
     position = resume(model, opt, ema, rank)
+    if logger is not None and position.step > 0:
+        logger.skip_through = logged_through(config["tracking_uri"], config["run_id"], position.step)
+        if logger.skip_through:
+            logger.set_tags(replayed_tag(position.step, logger.skip_through))
     forward = torch.compile(model) if compile_on(cfg, device) else model
     quiet_data_stream(config.get("progress"))
     require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
@@ -326,6 +331,33 @@ def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str, unreach
     logger.set_tags({"resolved.forward_dtype.reason": dtype_reason})
     start_system_metrics(config["tracking_uri"], config["run_id"])
     return logger
+
+
+def logged_through(uri: str, run_id: str, restored_step: int) -> int:
+    """The last step whose train metrics the run already holds in MLflow, when it is past ``restored_step`` (the
+    checkpoint a resumed or restarted run starts from): the steps up to it are trained again, identically, but not
+    logged again (a driver killed after step 288 with its last checkpoint at 200 logged 201-288 twice). 0 when there
+    are none, or when the store cannot be asked (a warning: those steps may then be logged twice)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        steps = [m.step for m in MlflowClient(uri).get_metric_history(run_id, "train/lm_loss")]
+    except Exception as err:  # noqa: BLE001 (the tracking server may be down: training goes on)
+        log.warning("could not read the run's logged steps (%s): steps after %d may be logged twice", err,
+                    restored_step)
+        return 0
+    last = max(steps, default=0)
+    if last <= restored_step:
+        return 0
+    log.info("steps %d-%d were logged before the restart: trained again from the checkpoint, not logged again",
+             restored_step + 1, last)
+    return last
+
+
+def replayed_tag(restored_step: int, last: int) -> dict[str, str]:
+    """The run's note of a restart that replays logged steps: ``hrm.replayed_from_step_<checkpoint step>``."""
+    return {f"{REPLAYED_TAG}{restored_step}": f"steps {restored_step + 1}-{last} trained again after a restart from "
+                                              f"the checkpoint of step {restored_step}, logged once"}
 
 
 def close_tracking(w: Worker, failed: bool = False) -> None:

@@ -16,6 +16,7 @@ from pipeline.core.ray_start import (
     benign,
     ignore_benign_warnings,
     job_env_vars,
+    private_token,
 )
 
 PREEMPTION = ("[2026-12-06 16:23:54,912 E 14865 14898] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' "
@@ -45,6 +46,12 @@ def test_nothing_to_pass_gives_no_runtime_env(monkeypatch):
 
 @pytest.mark.parametrize(("line", "dropped"), [
     (PREEMPTION, True),
+    ("[2026-12-06 17:59:00,364 E 23331 23331] (gcs_server) gcs_actor_scheduler.cc:538: Failed to kill actor "
+     "c4ffa9cf5cf83dcefa35160501000000, return status: Invalid: KillActor RPC failed for actor "
+     "c4ffa9cf5cf83dcefa35160501000000: RpcError: RPC error: Socket closed rpc_code: 14", True),
+    ("[2026-12-06 17:59:00,364 E 23331 23331] (gcs_server) gcs_actor_scheduler.cc:538: Failed to kill actor "
+     "c4ffa9cf5cf83dcefa35160501000000, return status: Invalid: KillActor RPC failed for actor "
+     "c4ffa9cf5cf83dcefa35160501000000: RpcError: RPC error: Deadline Exceeded", False),  # not the benign case
     (PREEMPTION.replace("PreemptionWatcher", "TrainController"), False),  # another actor: maybe a real problem
     ("[2026-12-06 16:23:54,912 E 14865 14898] core_worker.cc:912: Unhandled exception: worker died", False),
     ("Traceback (most recent call last):", False),
@@ -74,3 +81,15 @@ def test_benign_warnings_are_ignored_by_child_processes_and_others_are_not(monke
             "warnings.warn('`ExecutionOptions.something_else` is deprecated', FutureWarning)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "exclude_resources" not in done.stderr and "something_else" in done.stderr
+
+
+def test_the_ray_token_is_made_private(tmp_path):
+    """The probe's case: ~/.ray/auth_token was mode 0644 (any local user could join the cluster and run code)."""
+    folder = tmp_path / ".ray"
+    folder.mkdir(mode=0o755)
+    token = folder / "auth_token"
+    token.write_text("t" * 64)
+    token.chmod(0o644)
+    private_token(token)
+    assert (token.stat().st_mode & 0o777, folder.stat().st_mode & 0o777) == (0o600, 0o700)
+    private_token(tmp_path / "none" / "auth_token")  # absent: nothing to do

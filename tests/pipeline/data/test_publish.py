@@ -71,6 +71,16 @@ def test_overwrite_refuses_a_folder_without_metadata_holding_the_users_parquet_f
         check_existing(ds2, CFG, overwrite=True)
 
 
+def test_overwrite_accepts_an_older_dataset_whose_metadata_lists_no_parts(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    meta = json.loads((ds / "metadata.json").read_text())
+    del meta["files"], meta["checksums"]  # as builds wrote it before part lists
+    (ds / "metadata.json").write_text(json.dumps(meta))
+    assert foreign_files(str(ds), meta) == []
+    (ds / "train" / "my-results.parquet").write_text("mine")  # not a part's name: the user's
+    assert foreign_files(str(ds), meta) == ["train/my-results.parquet"]
+
+
 def leftover(parent: Path, name: str, out: str, token: str | None) -> Path:
     """A folder ``name`` beside ``out`` with a user's file in it, marked as a build's of ``out`` with ``token``."""
     folder = parent / name

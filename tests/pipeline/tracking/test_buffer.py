@@ -21,7 +21,7 @@ from pipeline.tracking.buffer import (
     TrackingUnreachable,
     lower_http_retries,
 )
-from pipeline.tracking.runs import check_reachable
+from pipeline.tracking.runs import check_reachable, start_system_metrics
 from pipeline.train.config import TrackingSettings, TrainConfig, load_train_config
 from tests.processes import free_port
 
@@ -74,6 +74,7 @@ def test_metrics_logged_while_the_server_is_down_reach_the_run(tmp_path, monkeyp
         check_reachable(url)  # a real server answers the start-up check
         client = MlflowClient(url)
         run_id = client.create_run(client.create_experiment("outage")).info.run_id
+        monitor = start_system_metrics(url, run_id, interval=0.5)  # MLflow's own loop ended at the first failure
         logger = BufferedRunLogger(url, run_id, unreachable_minutes=5, backoff=(0.5, 2.0))
         assert {k: v for k, v in os.environ.items() if k in HTTP_DEFAULTS} == HTTP_DEFAULTS
         logger.log_params({"resolved.forward_dtype": "float32"})
@@ -95,6 +96,10 @@ def test_metrics_logged_while_the_server_is_down_reach_the_run(tmp_path, monkeyp
         assert again == url
         timed_log(logger, 7)
         assert logger.close(timeout=60)
+        system = "system/cpu_utilization_percentage"
+        assert wait_for(lambda: [m for m in client.get_metric_history(run_id, system) if m.timestamp > restarted_ms],
+                        30), "the system metrics did not go on after the outage"
+        monitor.finish()
         run = client.get_run(run_id)
         history = sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)
         rates = client.get_metric_history(run_id, "lr")
@@ -125,9 +130,10 @@ def test_log_raises_once_the_server_is_unreachable_past_the_limit(caplog, http_e
     assert records(caplog, logging.WARNING, uri, "not logged to run", "lost")
 
 
-def test_a_report_does_not_wait_on_a_known_outage(caplog, http_env):
+def test_a_report_does_not_wait_on_a_known_outage(caplog, monkeypatch):
     """settle (before each eval's report) waits for the queue to reach a server that answers, not for one that is
     down: training goes on at once."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the outage is known at the first refusal
     caplog.set_level(logging.INFO, logger=LOGGER)
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens
     logger = BufferedRunLogger(uri, NO_RUN, unreachable_minutes=5, backoff=(0.2, 0.5))

@@ -163,3 +163,75 @@ def test_a_run_that_failed_before_any_checkpoint_does_not_block_its_name(tmp_pat
         with pytest.raises(FileExistsError, match="run 'again' already exists"):
             prepare(cfg, resume=False)
         assert sorted(p.name for p in folder.iterdir()) == sorted(n.rstrip("/") for n in files)
+
+
+def test_a_run_left_running_by_a_dead_driver_is_ended_killed_when_its_name_is_used_again(tmp_path, fake_dataset):
+    """The probe's case: a driver killed before its first checkpoint left its MLflow run RUNNING for good once the
+    rerun started afresh."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import runs
+    from pipeline.train.config import load_train_config
+    from pipeline.train.run import prepare
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    orphan = runs.start_run(store, "tests", "again", {}, {}, [])  # RUNNING: nobody ended it
+    folder = tmp_path / "runs" / "again"
+    folder.mkdir(parents=True)
+    (folder / "mlflow_run_id.txt").write_text(orphan)
+    cfg = load_train_config(None, {"data": str(fake_dataset), "global_batch_size": 8, "name": "again",
+                                   "storage_path": str(tmp_path / "runs")})
+    prepare(cfg, resume=False, uri=store)
+    run = MlflowClient(store).get_run(orphan)
+    assert run.info.status == "KILLED" and "died before its first checkpoint" in run.data.tags["hrm.ended_by"]
+    assert not folder.exists()
+    finished = runs.start_run(store, "tests", "again", {}, {}, [])
+    runs.end_run(store, finished)
+    folder.mkdir()
+    (folder / "mlflow_run_id.txt").write_text(finished)
+    prepare(cfg, resume=False, uri=store)  # an ended run stays as it ended
+    assert MlflowClient(store).get_run(finished).info.status == "FINISHED"
+
+
+def test_a_lost_tracking_server_ends_training_in_one_line():
+    """The probe's case: past tracking.unreachable_minutes, a 100-line traceback of Ray's worker error. The driver
+    turns the workers' TrackingUnreachable into the one-line message (a ConnectionError: `Error: …`, exit 1)."""
+    from ray.exceptions import RayTaskError
+    from ray.train import WorkerGroupError
+
+    from pipeline.tracking.buffer import TrackingUnreachable
+    from pipeline.train.run import tracking_lost
+
+    lost = TrackingUnreachable("MLflow tracking server http://x has been unreachable for 1800.0 s")
+    assert tracking_lost(WorkerGroupError("rank 0 failed", {0: lost})) == str(lost)
+    wrapped = RayTaskError("train_loop", "Traceback ...", lost)  # as Ray may hand it over
+    assert tracking_lost(WorkerGroupError("rank 0 failed", {1: ValueError("x"), 0: wrapped})) == str(lost)
+    assert tracking_lost(WorkerGroupError("rank 0 failed", {0: ValueError("x")})) is None
+    assert tracking_lost(RuntimeError("no workers")) is None
+
+
+def test_resume_refuses_a_dataset_rebuilt_with_other_settings(tmp_path, fake_dataset):
+    """The probe's case: a dataset rebuilt under a run was trained on by --resume while MLflow kept the old
+    fingerprint."""
+    import json
+
+    from pipeline.data.loader import read_metadata
+    from pipeline.tracking import runs
+    from pipeline.train.config import load_train_config
+    from pipeline.train.run import prepare
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = runs.start_run(store, "tests", "again", {}, {}, [], dataset=read_metadata(fake_dataset))
+    folder = tmp_path / "runs" / "again"
+    folder.mkdir(parents=True)
+    (folder / "mlflow_run_id.txt").write_text(run_id)
+    cfg = load_train_config(None, {"data": str(fake_dataset), "global_batch_size": 8, "name": "again",
+                                   "storage_path": str(tmp_path / "runs")})
+    prepare(cfg, resume=True, uri=store)  # the same dataset: resumes
+    meta_file = fake_dataset / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    was = meta["fingerprint"]
+    meta_file.write_text(json.dumps({**meta, "fingerprint": "f" * 16}))  # rebuilt with other settings
+    with pytest.raises(ValueError, match=rf"run 'again' began on the dataset of fingerprint {was[:36]}; .* now holds "
+                                         r"fingerprint ffffffffffffffff \(rebuilt with other settings\)"):
+        prepare(cfg, resume=True, uri=store)

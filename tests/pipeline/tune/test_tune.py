@@ -270,22 +270,22 @@ class InterruptAfter(Callback):
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(workdir, dataset):
     from pipeline.tune.run import run_sweep
 
-    cfg = sweep_config(workdir, dataset, "resumed", max_concurrent=2, metric="eval/exact_accuracy",
+    cfg = sweep_config(workdir, dataset, "resumed", max_concurrent=1, metric="eval/exact_accuracy",
                        **{"scheduler.kind": "fifo", "overrides.max_steps": 4,
-                          "space.optim.lr": None, "space.model.halt_max_steps": {"grid": [1, 2, 3]}})
+                          "space.optim.lr": None, "space.model.halt_max_steps": {"grid": [1, 2]}})
     marker = workdir / "interrupted.marker"
-    first = run_sweep(cfg, callbacks=[InterruptAfter(2, marker)])
+    first = run_sweep(cfg, callbacks=[InterruptAfter(1, marker)])
     assert first.interrupted and marker.exists()
     before = {c.info.run_id: c for c in child_runs(workdir, first.parent_run_id)}
-    assert len(before) >= 2
+    assert len(before) >= 1
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     finished_before = [r for r, c in before.items() if "eval/exact_accuracy" in c.data.metrics
                        and max(m.step for m in client.get_metric_history(r, "train/lm_loss")) == 4]
-    assert len(finished_before) >= 2
+    assert len(finished_before) >= 1
     out = run_sweep(cfg, resume=True)
     assert not out.interrupted and out.parent_run_id == first.parent_run_id
     after = child_runs(workdir, out.parent_run_id)
-    assert len(after) == 3 and set(before) <= {c.info.run_id for c in after}  # one run per trial, none twice
+    assert len(after) == 2 and set(before) <= {c.info.run_id for c in after}  # one run per trial, none twice
     for run_id in finished_before:  # not trained again: every step logged once
         steps = [m.step for m in client.get_metric_history(run_id, "train/lm_loss")]
         assert sorted(steps) == [2, 4]
