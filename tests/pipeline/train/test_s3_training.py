@@ -5,16 +5,19 @@ artifacts (the model) written to S3 by a real ``mlflow server``. The S3 API serv
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from hrm.optim import lr_at
 from pipeline.core.config_io import from_dict
 from pipeline.data.build import build_dataset
 from pipeline.data.config import DataConfig
 from pipeline.train.config import load_train_config
 from pipeline.train.run import RUN_ID_FILE, run_folder, train
+from pipeline.train.worker import REPLAYED_TAG
 from tests.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -63,13 +66,21 @@ def test_run_folder_and_model_on_s3_resume_from_s3(s3, server, dataset, workdir)
     assert f"runs/on-s3/{RUN_ID_FILE}" in keys  # --resume finds its MLflow run on S3
     assert any("/checkpoint_" in k and k.endswith("model.json") for k in keys), keys
     first_id = run_folder(cfg).read(RUN_ID_FILE)
-
-    out = train(cfg, resume=True)
-    assert out.run_id == first_id  # the same MLflow run went on, from the step-2 checkpoint on S3
     client = MlflowClient(server)
+    assert max(m.step for m in client.get_metric_history(first_id, "train/lm_loss")) == 3  # then it failed
+
+    out = train(cfg, resume=True)  # the resume of a failed run (a local one: test_train's finished-run resume)
+    assert out.run_id == first_id  # the same MLflow run went on, from the step-2 checkpoint on S3
     steps = sorted(m.step for m in client.get_metric_history(out.run_id, "train/lm_loss"))
-    assert steps == [1, 2, 3, 3, 4, 5, 6]
+    assert steps == [1, 2, 3, 4, 5, 6]  # step 3 trained twice (from the step-2 checkpoint), logged once
+    lr = {m.step: m.value for m in client.get_metric_history(out.run_id, "train/lr")}
+    assert sorted(lr) == list(range(1, 7))  # the step count and the schedule go on where the checkpoint left them
+    for step, value in lr.items():
+        assert value == pytest.approx(lr_at(step - 1, cfg.optim.lr, cfg.optim.lr_warmup_steps, 6,
+                                            cfg.optim.lr_min_ratio))
+    assert math.isfinite(out.metrics["eval/exact_accuracy"])
     run = client.get_run(out.run_id)
+    assert run.data.tags[f"{REPLAYED_TAG}2"].startswith("steps 3-3 trained again")
     assert out.model_version and run.info.status == "FINISHED"
     (used,) = run.inputs.dataset_inputs  # the run's input: the dataset on S3
     assert json.loads(used.dataset.source) == {"uri": s3.uri("data/tiny")} and used.dataset.source_type == "s3"

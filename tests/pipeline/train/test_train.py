@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import numpy as np
@@ -179,26 +178,6 @@ def test_killed_worker_is_replaced_and_run_finishes(workdir, dataset):
     (restored,) = [int(k[len(REPLAYED_TAG):]) for k in replayed]  # the restart, from a checkpoint: what it cost
     assert restored in (2, 4) and f"after a restart from the checkpoint of step {restored}" in replayed[
         f"{REPLAYED_TAG}{restored}"]
-
-
-def test_resume_continues_step_count_and_schedule(workdir, dataset):
-    cfg = config(workdir, dataset, "resumed", max_steps=8, eval_interval=2)
-    with pytest.raises(Exception):
-        train(cfg, fault={"rank": 0, "step": 5, "kind": "raise", "marker": str(workdir / "resumed.marker")})
-    client = MlflowClient(cfg.tracking.tracking_uri)
-    first_id = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
-                                  "tags.mlflow.runName = 'resumed'")[0].info.run_id
-    assert max(history(cfg, first_id, "train/lm_loss")) == 5
-    out = train(cfg, resume=True)
-    assert out.run_id == first_id  # the same MLflow run goes on
-    client = MlflowClient(cfg.tracking.tracking_uri)
-    raw = sorted(m.step for m in client.get_metric_history(out.run_id, "train/lr"))
-    assert raw == [1, 2, 3, 4, 5, 6, 7, 8]  # resumed from the step-4 checkpoint: step 5 trained twice, logged once
-    assert client.get_run(out.run_id).data.tags[f"{REPLAYED_TAG}4"].startswith("steps 5-5 trained again")
-    lr = history(cfg, out.run_id, "train/lr")
-    for step, value in lr.items():
-        assert value == pytest.approx(lr_at(step - 1, 1e-3, 2, 8, 0.1))
-    assert math.isfinite(out.metrics["eval/exact_accuracy"])
 
 
 def test_a_job_failing_after_its_run_opened_ends_it_failed_and_frees_the_name(workdir, dataset, monkeypatch):
