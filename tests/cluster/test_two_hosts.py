@@ -31,8 +31,11 @@ BIN = Path(sys.executable).parent
 HEAD_IP, WORKER_IP, PREFIX = "10.231.0.1", "10.231.0.2", 24
 DASHBOARD = f"http://{HEAD_IP}:8265"
 MAX_STEPS, CUT_AT = 28, 10  # 2 epochs of the tiny dataset; the worker host is cut off once MLflow shows step 10
+# Quicker than Ray's defaults, so that a cut-off host is declared dead in seconds, but not so quick that a loaded
+# 2-core machine misses them: with a 1 s timeout and 3 misses, the replacement host, busy starting its workers, was
+# once declared dead too (the job then waited out its 600 s).
 FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-                      "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+                      "RAY_health_check_timeout_ms": "3000", "RAY_health_check_failure_threshold": "5"}
 
 
 def sh(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
