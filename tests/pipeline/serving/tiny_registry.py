@@ -5,7 +5,6 @@ Imported by tests/pipeline/serving and tests/notebooks (which put this folder on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ import torch
 from hrm.config import model_config
 from hrm.model import HRM
 from hrm.tasks.sudoku import SudokuTask
-from pipeline.core.config_io import to_dict
+from pipeline.core.export import write as write_export
 
 BOX = (2, 2)
 PUZZLES = ["1.3.....2...4..1", "..4.4.....1...3.", "2..1....3......4"]  # 16 cells each: 4×4 Sudoku
@@ -38,10 +37,8 @@ def register_tiny_model(tracking_uri: str, name: str, folder: Path, *, box: tupl
             model.q_head.bias.copy_(torch.tensor([1.0, 0.0]))
     export = Path(folder) / "export"
     export.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), export / "model.pt")
-    info = {"model": to_dict(config), "task": "sudoku", "task_args": {"box": list(box)},
-            "metrics": {"eval/exact_accuracy": 0.0, "step": 0}}
-    (export / "model.json").write_text(json.dumps(info))
+    write_export(export, model, {"task": "sudoku", "task_args": {"box": list(box)},
+                                 "metrics": {"eval/exact_accuracy": 0.0, "step": 0}})
     run_id = runs.start_run(tracking_uri, "tests", f"{name}-run", {"flavour": "debug"}, {"task": "sudoku"}, [])
     example = PUZZLES[:1] if tuple(box) == BOX else [task.render(task.parse("." * task.seq_len))]
     logged = registry.log_model(tracking_uri, run_id, export, name, example)
