@@ -6,12 +6,15 @@ Every caller that wants answers uses it (solving, evaluation, the reasoning note
 - ``adaptive``: each row's answer is taken where the model first wants to halt (``HRM.wants_halt``), else at the last
   segment; the batch stops early once every row has halted;
 - ``keep_steps``: also return every segment's predictions and Q-values (S, B, L) / (S, B), for curves; without it
-  nothing of size S·B·L is kept.
+  nothing of size S·B·L is kept;
+- ``deadline`` (a ``time.monotonic()`` reading): no segment starts after it (a ``TimeoutError`` instead), so a caller
+  that has given up on the answers does not keep computing them.
 Rows never restart on a new example: the carry's ``halted`` flags are cleared after each segment.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -34,22 +37,23 @@ class Answers:
 
 @torch.no_grad()
 def infer(model: HRM, batch: Batch, *, max_steps: int | None = None, adaptive: bool = False,
-          keep_steps: bool = False) -> Answers:
+          keep_steps: bool = False, deadline: float | None = None) -> Answers:
     """Run up to ``max_steps`` ACT segments of ``model`` (in eval mode) on ``batch`` (inputs, puzzle_ids (B, L)/(B,);
     labels are not read). Returns each row's answer, the segment it came from, its q_halt and the model's halting
-    step; with ``keep_steps`` every segment's outputs."""
+    step; with ``keep_steps`` every segment's outputs. Past ``deadline`` (time.monotonic), a TimeoutError before the
+    next segment."""
     M = model.config.halt_max_steps if max_steps is None else int(max_steps)
     if M < 1:
         raise ValueError(f"max_steps must be >= 1, got {M}")
     was_training = model.training
     model.eval()
     try:
-        return _run(model, batch, M, adaptive, keep_steps)
+        return _run(model, batch, M, adaptive, keep_steps, deadline)
     finally:
         model.train(was_training)
 
 
-def _run(model: HRM, batch: Batch, M: int, adaptive: bool, keep_steps: bool) -> Answers:
+def _run(model: HRM, batch: Batch, M: int, adaptive: bool, keep_steps: bool, deadline: float | None) -> Answers:
     B, L = batch["inputs"].shape
     device = batch["inputs"].device
     preds = torch.zeros(B, L, dtype=torch.long, device=device)
@@ -61,6 +65,8 @@ def _run(model: HRM, batch: Batch, M: int, adaptive: bool, keep_steps: bool) -> 
     kept: dict[str, list[torch.Tensor]] = {"preds": [], "q_halt": [], "q_continue": []}
     carry = model.initial_carry(batch)
     for step in range(1, M + 1):
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"past the deadline after {step - 1} of {M} segments")
         carry, out = model(carry, batch)
         carry.halted = torch.zeros_like(carry.halted)  # every row stays on its own puzzle
         wants = model.wants_halt(out["q_halt"], out["q_continue"])

@@ -97,16 +97,17 @@ def _device(model) -> torch.device:
     return torch.device("cpu") if p is None else p.device
 
 
-def _run(model, inputs: np.ndarray, ids: np.ndarray, max_steps, adaptive: bool, batch_size: int | None):
+def _run(model, inputs: np.ndarray, ids: np.ndarray, max_steps, adaptive: bool, batch_size: int | None,
+         deadline: float | None = None):
     """``infer`` on every row of ``inputs`` (R, L), ``batch_size`` rows at a time: preds (R, L) uint8, steps (R,),
-    confidence (R,)."""
+    confidence (R,); ``deadline`` as in ``infer``."""
     device, R = _device(model), len(inputs)
     size = R if not batch_size else int(batch_size)
     preds, steps, conf = [], [], []
     for lo in range(0, R, max(size, 1)):
         batch = {"inputs": torch.as_tensor(inputs[lo:lo + size], dtype=torch.long, device=device),
                  "puzzle_ids": torch.as_tensor(ids[lo:lo + size], dtype=torch.long, device=device)}
-        a = infer(model, batch, max_steps=max_steps, adaptive=adaptive)
+        a = infer(model, batch, max_steps=max_steps, adaptive=adaptive, deadline=deadline)
         preds.append(a.preds.cpu().numpy().astype(np.uint8))
         steps.append(a.steps.cpu().numpy())
         conf.append(a.confidence.cpu().numpy())
@@ -130,9 +131,10 @@ def _pick(task: Task, back: np.ndarray, conf: np.ndarray, inputs: np.ndarray):
 
 def answer(model, task: Task, inputs: np.ndarray, *, puzzle_ids: np.ndarray | None = None, votes: int = 1,
            max_steps: int | None = None, adaptive: bool = False, seed: int = 0,
-           batch_size: int | None = None) -> Voted:
+           batch_size: int | None = None, deadline: float | None = None) -> Voted:
     """Answers to ``inputs`` (B, L) from ``model`` voted over ``votes`` symmetries of ``task`` (see the module
-    docstring); ``max_steps``/``adaptive`` as in ``hrm.infer``; ``puzzle_ids`` (B,) default 0."""
+    docstring); ``max_steps``/``adaptive``/``deadline`` as in ``hrm.infer``; ``puzzle_ids`` (B,) default 0;
+    ``batch_size`` rows (puzzle × symmetry) through the model at a time (None: all N·B at once)."""
     votes = int(votes)
     check(votes, None if max_steps is None else int(max_steps))
     inputs = np.asarray(inputs, np.uint8)
@@ -145,7 +147,7 @@ def answer(model, task: Task, inputs: np.ndarray, *, puzzle_ids: np.ndarray | No
     syms = [IDENTITY] if votes == 1 else task.symmetries(votes, np.random.default_rng(seed))
     N = len(syms)
     preds, steps, conf = _run(model, np.concatenate([s.apply(inputs) for s in syms]), np.tile(ids, N), max_steps,
-                              adaptive, batch_size)
+                              adaptive, batch_size, deadline)
     preds, steps, conf = preds.reshape(N, B, -1), steps.reshape(N, B), conf.reshape(N, B)  # (N, B, L), (N, B)
     passes = math.ceil(steps.sum() / B)
     if N == 1:  # identity only: infer's answers as they are

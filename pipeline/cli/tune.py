@@ -19,7 +19,10 @@ ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
               help="Override a sweep key (dotted), e.g. num_samples=8, overrides.max_steps=100, "
                    "'space.optim.lr={loguniform: [1e-4, 1e-2]}'.")
 @click.option("--resume", is_flag=True, help="Continue a stopped sweep: finished trials are not run again.")
-def tune(config: Path, sets: tuple[str, ...], resume: bool) -> None:
+@click.option("--trust-sweep-state", "trust_state", is_flag=True,
+              help="Resume even when Tune's saved state (code: it is unpickled) is not the one hrm tune sealed when "
+                   "the sweep last stopped, as after a driver killed by SIGKILL.")
+def tune(config: Path, sets: tuple[str, ...], resume: bool, trust_state: bool) -> None:
     """Sweep the training job with Ray Tune; report each trial in MLflow; register the best model."""
     from pipeline.core import locks
     from pipeline.tune.config import load_sweep_config
@@ -34,7 +37,7 @@ def tune(config: Path, sets: tuple[str, ...], resume: bool) -> None:
         except ERRORS as err:
             raise click.ClickException(str(err)) from err
         try:
-            outcome = run_sweep(sweep, resume=resume, sweep_file=config, plan=plan)
+            outcome = run_sweep(sweep, resume=resume, sweep_file=config, plan=plan, trust_state=trust_state)
         except ERRORS as err:
             raise click.ClickException(str(err)) from err
     if outcome.interrupted:

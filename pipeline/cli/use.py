@@ -13,8 +13,32 @@ TRACKING_OPTION = click.option("--tracking-uri", help="The MLflow store of the r
 
 MAX_STEPS_OPTION = click.option("--max-steps", type=int, help="ACT segments at the most (default: the model's M_max; "
                                 "more is inference-time depth; capped at hrm.vote.MAX_STEPS_CAP).")
+TRUST_OPTION = click.option("--trust-model-files", "trust", is_flag=True,
+                            help="Load the model even when its files are not those recorded when it was logged (or "
+                                 "none were recorded): its code then runs unchecked.")
 VOTES_OPTION = click.option("--votes", default=1, show_default=True, type=int,
                             help="Vote over this many symmetries of each puzzle (the identity among them; 1: none).")
+
+
+def load_model(model_uri: str, trust: bool):
+    """The pyfunc model of ``model_uri``, loaded from a download whose files were checked against those recorded
+    when it was logged (``pipeline.tracking.model_files``); a click error saying what differs. The download stays
+    until the process ends (the model's code may import from it later)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking.model_files import ModelFilesChanged, fetch
+
+    folder = tempfile.mkdtemp(prefix="hrm-model-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    try:
+        return mlflow.pyfunc.load_model(str(fetch(model_uri, Path(folder), trust=trust)))
+    except (MlflowException, ModelFilesChanged) as err:
+        raise click.ClickException(str(getattr(err, "message", err))) from err
 
 
 def check_flags(task, max_steps: int | None, votes: int) -> None:
@@ -50,12 +74,12 @@ def use_store(tracking_uri: str | None, model_uri: str) -> None:
 @click.option("--adaptive/--full", default=True, help="Stop where the model halts, or run all the segments.")
 @MAX_STEPS_OPTION
 @VOTES_OPTION
+@TRUST_OPTION
 @click.argument("puzzle", required=False)
 @click.option("--file", "file", type=click.Path(exists=True, path_type=Path), help="Read the puzzle from a file.")
-def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: int | None, votes: int,
+def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: int | None, votes: int, trust: bool,
           puzzle: str | None, file: Path | None) -> None:
     """Solve one puzzle with a registered model and print the answer."""
-    import mlflow.pyfunc
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
@@ -68,10 +92,7 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: i
     text = read_puzzle_file(file) if file else puzzle
     check_flags(None, max_steps, votes)  # the ranges, before the model's own code is put on sys.path
     use_store(tracking_uri, model_uri)
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as err:
-        raise click.ClickException(err.message) from err
+    model = load_model(model_uri, trust)
     params = {"adaptive": adaptive, **({"max_steps": max_steps} if max_steps is not None else {}),
               **({"votes": votes} if votes != 1 else {})}  # the defaults unsaid: an older model has no such params
     _check_declared(model, params)  # an older model (older code too) stops here when asked for more
@@ -131,11 +152,12 @@ def _check_declared(model, params: dict) -> None:
 @MAX_STEPS_OPTION
 @VOTES_OPTION
 @click.option("--seed", default=0, show_default=True, type=int, help="Draws the symmetries voted over.")
+@TRUST_OPTION
 @click.option("--experiment", help="The MLflow experiment of the eval run (default: the model's own run's).")
 @click.option("--log/--no-log", "log_run", default=True, show_default=True,
               help="Log the metrics, the curves and their plot to a new MLflow eval run.")
 def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, limit: int | None,
-             batch_size: int, max_steps: int | None, votes: int, seed: int, experiment: str | None,
+             batch_size: int, max_steps: int | None, votes: int, seed: int, trust: bool, experiment: str | None,
              log_run: bool) -> None:
     """Evaluate a registered model on a dataset split and print the metrics.
 
@@ -147,7 +169,7 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
     from pipeline.train.evaluate import evaluate as run_eval
 
     use_store(tracking_uri, model_uri)
-    solver, meta, model_run = _solver_for(model_uri, data)
+    solver, meta, model_run = _solver_for(model_uri, data, trust)
     check_flags(solver.task, max_steps, votes)
     arrays = load_split(data, split, limit=limit)
     began = time.perf_counter()
@@ -220,21 +242,18 @@ def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, 
     return run_id, name
 
 
-def _solver_for(model_uri: str, data: Path):
+def _solver_for(model_uri: str, data: Path, trust: bool):
     """(the registered model's HRMSolver, the dataset's metadata, the id of the run that logged the model or None);
     a click error when either cannot be read or the model solves another task or sequence length than the dataset
     holds."""
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-
     from pipeline.data.loader import read_metadata
 
     try:
         meta = read_metadata(data)
-        loaded = mlflow.pyfunc.load_model(model_uri)
-        solver = loaded.unwrap_python_model()
-    except (FileNotFoundError, ValueError, MlflowException) as err:
-        raise click.ClickException(str(getattr(err, "message", err))) from err
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    loaded = load_model(model_uri, trust)
+    solver = loaded.unwrap_python_model()
     if solver.info["task"] != meta.task or solver.model.config.seq_len != meta.seq_len:
         raise click.ClickException(f"the model solves {solver.info['task']} (length {solver.model.config.seq_len}); "
                                    f"{data} holds {meta.task} (length {meta.seq_len})")
@@ -252,31 +271,49 @@ def _solver_for(model_uri: str, data: Path):
                    "(needs pyenv on PATH; minutes the first time).")
 @click.option("--max-puzzles", type=click.IntRange(min=1), help="Puzzles per request at most; more are answered "
               "413 (default: $HRM_SERVE_MAX_PUZZLES, else 2000).")
-@click.option("--batch", type=click.IntRange(min=1), help="Puzzles solved at a time: bounds a request's memory "
-              "(default: $HRM_SERVE_BATCH, else 256).")
+@click.option("--max-work", type=click.IntRange(min=1), help="Puzzles × votes × segments per request at most; more "
+              "are answered 413 (default: $HRM_SERVE_MAX_WORK, else 65536).")
+@click.option("--batch", type=click.IntRange(min=1), help="Rows (a puzzle under one voted symmetry) through the model "
+              "at a time: bounds a request's memory (default: $HRM_SERVE_BATCH, else 20,736 tokens' worth: 256 "
+              "rows of 9×9 Sudoku, 23 of 30×30 grids).")
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Bytes of a request's body at most; more are answered "
+              "413 before MLflow reads them (default: $HRM_SERVE_MAX_BYTES, else 16 MiB).")
+@TRUST_OPTION
 @click.option("--grace-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="On SIGTERM / SIGINT / SIGHUP, how long the server may take to stop before it is killed.")
 def serve(model_uri: str, tracking_uri: str | None, host: str, port: int, workers: int, env_manager: str,
-          max_puzzles: int | None, batch: int | None, grace_seconds: float) -> None:
+          max_puzzles: int | None, max_work: int | None, batch: int | None, max_bytes: int | None, trust: bool,
+          grace_seconds: float) -> None:
     """Serve a registered model over REST (MLflow's scoring server: POST /invocations, GET /ping).
 
-    Runs ``mlflow models serve`` of this environment with its programs on PATH (MLflow starts ``uvicorn`` from
-    PATH: without the venv activated it is not found) and without download progress bars, as a child in its own
-    process group: a SIGTERM / SIGINT / SIGHUP here stops the whole group, killed after --grace-seconds (a request
-    being computed would otherwise keep it alive). Exits with the server's status (128 + N when signal N ended it).
+    What ``mlflow models serve`` does, with a guard in front that refuses a body past --max-bytes (413) or JSON
+    nested too deep (400) before MLflow reads it (pipeline.serving.server). Runs with this environment's programs on
+    PATH (uvicorn is started from PATH: without the venv activated it is not found) and without download progress
+    bars, as a child in its own process group: a SIGTERM / SIGINT / SIGHUP here stops the whole group, killed after
+    --grace-seconds (a request being computed would otherwise keep it alive), and the group dies with hrm serve
+    however that dies. Exits with the server's status (128 + N when signal N ended it).
     """
     import os
     import sys
 
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    from pipeline.serving.pyfunc import BATCH_ENV, MAX_PUZZLES_ENV, serving_limits
+    from pipeline.serving.guard import MAX_BYTES_ENV, max_bytes_from
+    from pipeline.serving.pyfunc import (
+        BATCH_ENV,
+        MAX_PUZZLES_ENV,
+        MAX_WORK_ENV,
+        serving_limits,
+    )
     from pipeline.tracking.runs import NO_PROGRESS_BARS
 
-    limits = {name: str(value) for name, value in ((MAX_PUZZLES_ENV, max_puzzles), (BATCH_ENV, batch))
+    limits = {name: str(value) for name, value in ((MAX_PUZZLES_ENV, max_puzzles), (MAX_WORK_ENV, max_work),
+                                                   (BATCH_ENV, batch), (MAX_BYTES_ENV, max_bytes))
               if value is not None}
     try:
         serving_limits({**os.environ, **limits})  # a bad $HRM_SERVE_* named now, not in the server's log
+        max_bytes_from({**os.environ, **limits})
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     use_store(tracking_uri, model_uri)
@@ -284,8 +321,21 @@ def serve(model_uri: str, tracking_uri: str | None, host: str, port: int, worker
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in NO_PROGRESS_BARS.items()}, **limits,
            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
-    args = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-h", host, "-p", str(port),
-            "-w", str(workers), "--env-manager", env_manager]
-    from pipeline.serving.supervise import run_group
+    import shutil
+    import tempfile
 
-    click.get_current_context().exit(run_group(args, env, grace_seconds))
+    from pipeline.serving.supervise import run_group
+    from pipeline.tracking.model_files import ModelFilesChanged, fetch
+
+    folder = Path(tempfile.mkdtemp(prefix="hrm-serve-"))
+    try:
+        try:
+            local = fetch(model_uri, folder, trust=trust)  # served from the folder checked, not fetched again
+        except (MlflowException, ModelFilesChanged) as err:
+            raise click.ClickException(str(getattr(err, "message", err))) from err
+        args = [sys.executable, "-m", "pipeline.serving.server", str(local), host, str(port), str(workers),
+                env_manager]
+        code = run_group(args, env, grace_seconds)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    click.get_current_context().exit(code)

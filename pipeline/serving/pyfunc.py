@@ -9,13 +9,18 @@ Per request (the signature's params, so ``mlflow models serve`` takes them in a 
 that many symmetries of each puzzle, hrm.vote; default 1). Out of range: a 400 starting ``bad <param>: ``. A model
 logged before max_steps / votes existed has only ``adaptive`` in its signature; MLflow drops the others.
 
-Limits, read from the environment when the model loads (``hrm serve --max-puzzles / --batch`` set the first two):
-``HRM_SERVE_MAX_PUZZLES`` puzzles per request at most (default 2000; more: a 413 ``too many puzzles: …``, answered
-before any puzzle is parsed), ``HRM_SERVE_BATCH`` puzzles solved at a time (default 256: memory stays bounded
-whatever the request's size), and MLflow's ``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT`` (seconds; MLflow's server
-always sets it, default 60): once a request has run that long, no further batch is started (MLflow has answered 504
-by then, but its worker thread would otherwise compute the whole request). Unset, as where a model is loaded in a
-program of one's own, nothing is cut short.
+Limits, read from the environment when the model loads (``hrm serve --max-puzzles / --max-work / --batch`` set
+them): ``HRM_SERVE_MAX_PUZZLES`` puzzles per request at most (default 2000; more: a 413 ``too many puzzles: …``,
+answered before any puzzle is parsed); ``HRM_SERVE_MAX_WORK`` row-segments per request at most, puzzles × votes ×
+segments (max_steps, default the model's M_max; default 65,536; more: a 413 ``too much work: …``, before any puzzle is
+solved), the bound on a request's time; ``HRM_SERVE_BATCH`` rows (one puzzle under one voted symmetry) through the
+model at a time, the bound on its memory whatever the puzzles, votes and segments asked for (default: 20,736 tokens'
+worth, ``BATCH_TOKENS``: 256 rows of 9×9 Sudoku, 23 of a 30×30 maze or ARC grid; memory per row: README, *Serving
+budget*); and MLflow's
+``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT`` (seconds; MLflow's server always sets it, default 60): no segment starts
+once a request has run that long (MLflow has answered 504 by then, but its worker thread would otherwise compute the
+whole request). Unset, as where a model is loaded in a program of one's own, nothing is cut short. The bytes of a
+request and the depth of its JSON are bounded before MLflow reads them (``pipeline.serving.guard``).
 
 Loads a plain state dict + config with the code serving imports shipped alongside (``pipeline.serving.code``), so
 no pickled model or ``torch.export`` graph is involved (the halting loop is data-dependent).
@@ -29,7 +34,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlflow.pyfunc
 import pandas as pd
@@ -42,9 +47,10 @@ from mlflow.protos.databricks_pb2 import (
 
 MODEL_FILE = Path(__file__).with_name("model_file.py")  # builds an HRMSolver when MLflow loads the model
 COLUMNS = ["solution", "grid", "steps", "confidence"]
-MAX_PUZZLES_ENV, BATCH_ENV = "HRM_SERVE_MAX_PUZZLES", "HRM_SERVE_BATCH"
+MAX_PUZZLES_ENV, MAX_WORK_ENV, BATCH_ENV = "HRM_SERVE_MAX_PUZZLES", "HRM_SERVE_MAX_WORK", "HRM_SERVE_BATCH"
 TIMEOUT_ENV = "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"  # MLflow's: the scoring server's 504 after that many seconds
-DEFAULT_MAX_PUZZLES, DEFAULT_BATCH = 2000, 256
+DEFAULT_MAX_PUZZLES, DEFAULT_MAX_WORK = 2000, 65_536
+BATCH_TOKENS = 256 * 81  # the default rows at a time: this many tokens' worth (256 rows of 9×9 Sudoku)
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +140,8 @@ class BadRequest(MlflowException):
 
 
 class TooManyPuzzles(BadRequest):
-    """A 413 (Content Too Large): more puzzles in one request than ``HRM_SERVE_MAX_PUZZLES``."""
+    """A 413 (Content Too Large): more puzzles in one request than ``HRM_SERVE_MAX_PUZZLES``, or more work (puzzles ×
+    votes × segments) than ``HRM_SERVE_MAX_WORK``."""
 
     status = 413
 
@@ -165,18 +172,25 @@ def _env_number(env: Mapping[str, str], name: str, default: int | None, kind: ty
     return value
 
 
-def serving_limits(env: Mapping[str, str] | None = None) -> tuple[int, int, float | None]:
-    """(puzzles per request at most, puzzles solved at a time, seconds a request may run or None) from ``env``
-    (default the environment; see the module docstring); a ValueError naming the variable when one is malformed."""
+class Limits(NamedTuple):
+    max_puzzles: int  # per request
+    max_work: int  # row-segments (puzzles × votes × segments) per request
+    batch: int | None  # rows (puzzle × voted symmetry) through the model at a time; None: BATCH_TOKENS' worth
+    timeout: float | None  # seconds a request may run; None: as long as it takes
+
+
+def serving_limits(env: Mapping[str, str] | None = None) -> Limits:
+    """The serving limits from ``env`` (default the environment; see the module docstring); a ValueError naming the
+    variable when one is malformed."""
     env = os.environ if env is None else env
-    return (_env_number(env, MAX_PUZZLES_ENV, DEFAULT_MAX_PUZZLES), _env_number(env, BATCH_ENV, DEFAULT_BATCH),
-            _env_number(env, TIMEOUT_ENV, None, float))
+    return Limits(_env_number(env, MAX_PUZZLES_ENV, DEFAULT_MAX_PUZZLES), _env_number(env, MAX_WORK_ENV, DEFAULT_MAX_WORK),
+                  _env_number(env, BATCH_ENV, None), _env_number(env, TIMEOUT_ENV, None, float))
 
 
 class HRMSolver(mlflow.pyfunc.PythonModel):
     """The served model: puzzles in (a ``puzzle`` column), the model's answers out (``COLUMNS``)."""
 
-    max_puzzles, batch, timeout = DEFAULT_MAX_PUZZLES, DEFAULT_BATCH, None  # until ``read_limits``
+    limits = Limits(DEFAULT_MAX_PUZZLES, DEFAULT_MAX_WORK, None, None)  # until ``read_limits``
 
     def load_context(self, context) -> None:
         """Load the exported model (artifact ``export``) on CPU, and its task."""
@@ -191,16 +205,17 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
     def read_limits(self) -> None:
         """Take the serving limits from the environment (``serving_limits``): at load, so a bad value stops the
         server from starting with a message naming the variable rather than failing every request."""
-        self.max_puzzles, self.batch, self.timeout = serving_limits()
-        logger.debug("serving at most %d puzzles per request, %d at a time, for %s", self.max_puzzles, self.batch,
-                     "as long as it takes" if self.timeout is None else f"{self.timeout:g} s at most")
+        self.limits = serving_limits()
+        logger.debug("serving at most %d puzzles and %d row-segments per request, %s rows at a time, for %s",
+                     self.limits.max_puzzles, self.limits.max_work, self.limits.batch or "the default",
+                     "as long as it takes" if self.limits.timeout is None else f"{self.limits.timeout:g} s at most")
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Solve each puzzle (a DataFrame's ``puzzle`` column, a list, a dict or one puzzle); ``params``:
         ``adaptive`` (stop where the model halts, default true), ``max_steps`` (segments at most, default M_max),
         ``votes`` (answers voted over this many symmetries of each puzzle, hrm.vote; default 1). A malformed puzzle
-        or param is a BadRequest naming it; more puzzles than the limit a TooManyPuzzles (413), before any is
-        parsed; a request past its deadline a TooLate (see ``_solve``)."""
+        or param is a BadRequest naming it; more puzzles or work than the limits a TooManyPuzzles (413), before any
+        puzzle is parsed; a request past its deadline a TooLate (see ``_solve``)."""
         began = time.monotonic()
         if isinstance(model_input, pd.DataFrame):
             if "puzzle" not in model_input.columns:
@@ -212,10 +227,11 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
             items = list(model_input["puzzle"]) if isinstance(model_input["puzzle"], list) else [model_input["puzzle"]]
         else:
             items = [model_input]
-        if len(items) > self.max_puzzles:
-            raise TooManyPuzzles(f"too many puzzles: {len(items):,} in one request, at most {self.max_puzzles:,} "
-                                 f"({MAX_PUZZLES_ENV}); split the request")
+        if len(items) > self.limits.max_puzzles:
+            raise TooManyPuzzles(f"too many puzzles: {len(items):,} in one request, at most "
+                                 f"{self.limits.max_puzzles:,} ({MAX_PUZZLES_ENV}); split the request")
         adaptive, max_steps, votes = self._params(params)
+        self._check_work(len(items), votes, max_steps)
         texts = []
         for i, item in enumerate(items):
             try:
@@ -231,19 +247,38 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
                              "steps": [s.steps for s in solutions],
                              "confidence": [s.confidence for s in solutions]}, columns=COLUMNS)
 
-    def _solve(self, texts: list[str], began: float, **options) -> list:
-        """``hrm.solve.solve`` of ``texts``, ``self.batch`` puzzles at a time (the same answers as in one call: the
-        symmetries voted over are drawn from the same seed for every batch, and each puzzle's rows are computed on
-        their own); before each batch, a TooLate once ``self.timeout`` seconds have passed since ``began``."""
+    def _check_work(self, puzzles: int, votes: int, max_steps: int | None) -> None:
+        """A TooManyPuzzles (413) when puzzles × votes × segments is past ``HRM_SERVE_MAX_WORK``."""
+        segments = max_steps or self.model.config.halt_max_steps
+        work = puzzles * votes * segments
+        if work > self.limits.max_work:
+            raise TooManyPuzzles(f"too much work: {puzzles:,} puzzles × {votes:,} votes × {segments:,} segments = "
+                                 f"{work:,} row-segments, at most {self.limits.max_work:,} ({MAX_WORK_ENV}); send "
+                                 "fewer puzzles, votes or max_steps")
+
+    def rows_at_a_time(self) -> int:
+        """``HRM_SERVE_BATCH``, else BATCH_TOKENS' worth of this model's rows (at least one)."""
+        return self.limits.batch or max(1, BATCH_TOKENS // self.model.config.seq_len)
+
+    def _solve(self, texts: list[str], began: float, votes: int, **options) -> list:
+        """``hrm.solve.solve`` of ``texts``: ``HRM_SERVE_BATCH`` rows (puzzle × voted symmetry) through the model at a
+        time, so ``batch // votes`` puzzles (at least one) per call, the same answers as in one call (the symmetries
+        are drawn from the same seed for every call, and each row is computed on its own); a TooLate once
+        ``timeout`` seconds have passed since ``began`` (no segment starts after that)."""
         from hrm.solve import solve
 
+        timeout, rows = self.limits.timeout, self.rows_at_a_time()
+        deadline = None if timeout is None else began + timeout
+        step = max(1, rows // votes)
         solutions: list = []
-        for lo in range(0, len(texts), self.batch):
-            if self.timeout is not None and time.monotonic() - began > self.timeout:
-                logger.warning("request stopped after %d of %d puzzles: past %g s", lo, len(texts), self.timeout)
-                raise TooLate(f"request timed out: {lo:,} of {len(texts):,} puzzles solved in {self.timeout:g} s "
-                              f"({TIMEOUT_ENV}); send fewer puzzles per request")
-            solutions += solve(self.model, self.task, texts[lo:lo + self.batch], **options)
+        for lo in range(0, len(texts), step):
+            try:
+                solutions += solve(self.model, self.task, texts[lo:lo + step], votes=votes, rows=rows,
+                                   deadline=deadline, **options)
+            except TimeoutError:
+                logger.warning("request stopped after %d of %d puzzles: past %g s", lo, len(texts), timeout)
+                raise TooLate(f"request timed out: {lo:,} of {len(texts):,} puzzles solved in {timeout:g} s "
+                              f"({TIMEOUT_ENV}); send fewer puzzles per request") from None
         return solutions
 
     def _params(self, params: dict[str, Any] | None) -> tuple[bool, int | None, int]:

@@ -18,8 +18,8 @@ CHAMPION = "champion"
 def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: str | None,
               example: list[str], *, step: int = 0, metrics: dict[str, float] | None = None) -> Any:
     """Log a checkpoint's export (weights + config only) as a pyfunc model in the run, with only the code serving
-    imports and pinned requirements; link ``metrics`` (the checkpoint's eval metrics) to the logged model at
-    ``step``; register it under ``model_name`` when given."""
+    imports and pinned requirements, and record its files' digests in the run (``model_files``); link ``metrics``
+    (the checkpoint's eval metrics) to the logged model at ``step``; register it under ``model_name`` when given."""
     import tempfile
 
     import mlflow
@@ -39,6 +39,9 @@ def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: s
                 name="model", python_model=str(MODEL_FILE), artifacts={"export": str(export)}, code_paths=code,
                 pip_requirements=requirements(), signature=signature(),
                 input_example=pd.DataFrame({"puzzle": example}), registered_model_name=model_name, step=step)
+    from pipeline.tracking.model_files import record
+
+    record(tracking_uri, run_id, logged.model_id, logged.model_uri)  # what eval, solve and serve check it against
     if metrics:
         link_metrics(tracking_uri, run_id, logged.model_id, metrics, step)
     if model_name and logged.registered_model_version:

@@ -180,12 +180,15 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
 
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | None = None,
-              callbacks: list | None = None, plan: Plan | None = None) -> SweepOutcome:
+              callbacks: list | None = None, plan: Plan | None = None, trust_state: bool = False) -> SweepOutcome:
     """Run (or resume) the sweep; ``callbacks`` are extra Ray Tune callbacks; ``plan``: what ``prepare_sweep``
-    already made of it (else made here). Returns the outcome, ``interrupted`` when trials are left to run."""
+    already made of it (else made here). A resume first checks Tune's saved state against the seal the sweep's last
+    stop left (``pipeline.tune.seal``; ``trust_state``: a warning instead of a refusal); every stop seals it again.
+    Returns the outcome, ``interrupted`` when trials are left to run."""
     from ray import tune
 
     from pipeline.train.run import end_quietly, ephemeral_outputs
+    from pipeline.tune import seal
 
     plan = plan or prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
     sweep, folder = plan.sweep, plan.folder
@@ -193,12 +196,19 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
     concurrent = check_cluster(plan)
     for warning in ephemeral_outputs(Path.cwd(), sweep.storage_path, plan.base.tracking.tracking_uri):
         log.warning(warning)
-    parent = (folder / PARENT_FILE).read_text().strip() if resume else _start_parent_run(plan, sweep_file)
+    uri = plan.base.tracking.tracking_uri
+    if resume:
+        parent = (folder / PARENT_FILE).read_text().strip()
+        seal.check(folder, uri, parent, trust=trust_state)  # before Tune unpickles anything of it
+    else:
+        parent = _start_parent_run(plan, sweep_file)
     setup = {"sweep": sweep.name, "base": to_dict(plan.base), "parent_run_id": parent}
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_RESOURCES)
-    uri = plan.base.tracking.tracking_uri
     try:  # every way out ends the sweep's MLflow run: FINISHED, KILLED (stopped: --resume continues it) or FAILED
-        results = _tuner(plan, trainable, resume=resume, concurrent=concurrent, callbacks=callbacks).fit()
+        try:
+            results = _tuner(plan, trainable, resume=resume, concurrent=concurrent, callbacks=callbacks).fit()
+        finally:
+            seal.seal_quietly(folder, uri, parent)  # what --resume will accept
         unfinished = _unfinished(plan, trainable)
         if unfinished > 0:
             log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name,

@@ -154,7 +154,7 @@ def mlflow_server(postgres, tmp_path_factory):
         yield {"uri": uri, "tmp": tmp, "log": log, "command": shlex.split(command.split("exec ", 1)[1]),
                "login": login}
     finally:
-        stop_group(proc)
+        stop_group(proc, grace=3)  # a test server: its gunicorn waited out all 20 s of the default grace
 
 
 def hrm(*args: str, cwd: Path, env: dict, timeout: float = 400) -> subprocess.CompletedProcess:

@@ -31,13 +31,14 @@ OPTIONS = {  # each command's options and arguments, in order
     "data check": ["path"],  # #15: a dataset's parts against metadata.json
     "demo": ["--workdir", "--data-config", "--train-config"],
     "eval": ["--model", "--tracking-uri", "--data", "--split", "--limit", "--batch-size",
-             "--max-steps", "--votes", "--seed", "--experiment", "--log"],  # issue #11 added the last five
+             "--max-steps", "--votes", "--seed", "--trust-model-files", "--experiment", "--log"],  # #11, #31
     "info": ["--flavour"],
-    "serve": ["--model", "--tracking-uri", "--host", "--port", "--workers", "--env-manager", "--max-puzzles", "--batch",
-              "--grace-seconds"],
-    "solve": ["--model", "--tracking-uri", "--adaptive", "--max-steps", "--votes", "puzzle", "--file"],  # (#11)
+    "serve": ["--model", "--tracking-uri", "--host", "--port", "--workers", "--env-manager", "--max-puzzles",
+              "--max-work", "--batch", "--max-bytes", "--trust-model-files", "--grace-seconds"],  # #31: work, bytes, trust
+    "solve": ["--model", "--tracking-uri", "--adaptive", "--max-steps", "--votes", "--trust-model-files", "puzzle",
+              "--file"],  # (#11, #31)
     "train": ["--config", "--set", "--resume"],
-    "tune": ["--config", "--set", "--resume"],
+    "tune": ["--config", "--set", "--resume", "--trust-sweep-state"],  # #31: a sweep folder it did not seal
 }
 
 

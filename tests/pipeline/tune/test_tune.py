@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -266,6 +268,16 @@ class InterruptAfter(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+class Planted:
+    """Unpickled, writes ``ran`` to a file: what a crafted tuner.pkl could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path(self.marker).write_text, ("ran",)
+
+
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(workdir, dataset):
     from pipeline.tune.run import run_sweep
@@ -282,6 +294,14 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(workdir, da
     finished_before = [r for r, c in before.items() if "eval/exact_accuracy" in c.data.metrics
                        and max(m.step for m in client.get_metric_history(r, "train/lm_loss")) == 4]
     assert len(finished_before) >= 1
+    tuner_pkl = workdir / "sweeps" / "resumed" / "tune" / "tuner.pkl"
+    kept, planted = tuner_pkl.read_bytes(), workdir / "planted.ran"
+    tuner_pkl.write_bytes(pickle.dumps(Planted(planted)))  # a crafted state: unpickling it runs code
+    with pytest.raises(ValueError, match=r"not resuming sweep folder .*resumed: its Tune state is not the one hrm "
+                                         r"tune sealed when the sweep last stopped \(changed: tune/tuner.pkl\)"):
+        run_sweep(cfg, resume=True)
+    assert not planted.exists()
+    tuner_pkl.write_bytes(kept)
     out = run_sweep(cfg, resume=True)
     assert not out.interrupted and out.parent_run_id == first.parent_run_id
     after = child_runs(workdir, out.parent_run_id)
