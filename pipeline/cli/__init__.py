@@ -10,18 +10,27 @@ import traceback
 
 import click
 
-# What a user got wrong (a file, a flag, a config value, a damaged dataset) and no command turned into a message:
-# one line naming it and exit status 1, as for the commands' own messages; the traceback only with --debug.
-# FileExistsError: also an output another job holds (pipeline.core.locks).
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-               PermissionError, ConnectionError)
+from pipeline.cli.errors import USER_ERRORS, one_line, store_problem
 
 
 class Main(click.Group):
-    """The ``hrm`` group: user errors as one-line messages (:data:`USER_ERRORS`), tracebacks with ``--debug``."""
+    """The ``hrm`` group: user errors as one-line messages (:data:`USER_ERRORS`, and an object store's failures:
+    ``store_problem``), tracebacks with ``--debug``."""
 
     def invoke(self, ctx: click.Context):
         debug = bool(ctx.params.get("debug")) or os.environ.get("HRM_DEBUG", "") not in ("", "0")
+        previous = os.environ.get("HRM_DEBUG")
+        if debug:
+            os.environ["HRM_DEBUG"] = "1"  # the jobs' output keeps Ray's tracebacks too (pipeline.core.progress)
+        try:
+            return self._invoke(ctx, debug)
+        finally:
+            if previous is None:
+                os.environ.pop("HRM_DEBUG", None)
+            else:
+                os.environ["HRM_DEBUG"] = previous
+
+    def _invoke(self, ctx: click.Context, debug: bool):
         try:
             return super().invoke(ctx)
         except click.ClickException as err:
@@ -32,7 +41,12 @@ class Main(click.Group):
         except USER_ERRORS as err:
             if debug:
                 raise
-            raise click.ClickException(f"{err} (hrm --debug shows where)") from err
+            raise click.ClickException(f"{one_line(err)} (hrm --debug shows where)") from err
+        except Exception as err:
+            problem = store_problem(err)
+            if problem is None or debug:
+                raise
+            raise click.ClickException(f"{problem} (hrm --debug shows where)") from err
 
 
 @click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})

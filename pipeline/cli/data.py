@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from pipeline.cli.errors import one_line
 from pipeline.data.config import TASK_NAMES
 
 
@@ -33,7 +34,7 @@ def build(task: str, config_path: str | None, out: str | None, seed: int | None,
         cfg = load_config(config_path, task=task, seed=seed)
         result = build_dataset(cfg, out, workers=workers, overwrite=overwrite, skip_invalid=skip_invalid)
     except (ValueError, TypeError, OSError) as e:  # OSError: storage unreachable, access denied
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(one_line(e)) from None
     if not result.built:
         click.echo(f"{result.path} already holds this dataset (fingerprint {result.fingerprint}): nothing to do")
         return
@@ -54,7 +55,7 @@ def show(path: str, split: str, count: int) -> None:
     try:
         click.echo(render(path, split, count))
     except (ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(one_line(e)) from None
 
 
 @data.command()
@@ -68,6 +69,6 @@ def check(path: str) -> None:
     try:
         done = verify_dataset(read_metadata(path))
     except (ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(one_line(e)) from None
     sums = f"{done.checksums} with a recorded checksum" if done.checksums else "no checksums recorded (an older build)"
     click.echo(f"{path}: OK — {done.parts} parts, {done.rows:,} rows, {sums}, in {done.seconds:.1f} s")

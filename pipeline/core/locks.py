@@ -314,7 +314,8 @@ def _s3_client():
     import boto3
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return boto3.client("s3", endpoint_url=storage.endpoint_override(), region_name=region)
+    return boto3.client("s3", endpoint_url=storage.endpoint_override(), region_name=region,
+                        config=storage.s3_client_config())
 
 
 class NoLock:

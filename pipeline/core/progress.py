@@ -277,6 +277,44 @@ def quiet_ray_data() -> None:
     quiet_console("ray.data", logging.WARNING, drop=(_RAY_DATA_BARS_OFF,))
 
 
+# Ray Data's console lines when a task fails: the error and its traceback twice, then an invitation to report a bug
+# in Ray. The hrm command says what failed in one line (pipeline.cli.errors); Ray Data's log file keeps it all.
+RAY_DATA_TRACEBACK_NOTES = ("Exception occurred in Ray Data or Ray Core internal code", "Full stack trace")
+
+
+class _WithoutTraceback(logging.Formatter):
+    """A console handler's formatter, less the traceback of the records of package ``name``."""
+
+    def __init__(self, inner: logging.Formatter | None, name: str):
+        super().__init__()
+        self.inner, self.name = inner or logging.Formatter(), name
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not (record.name == self.name or record.name.startswith(self.name + ".")):
+            return self.inner.format(record)
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def ray_data_errors_without_tracebacks() -> None:
+    """Ray Data's console shows a failed task's error line, not its tracebacks and bug-report invitation (its log
+    file keeps them; ``hrm --debug`` / ``$HRM_DEBUG`` keeps them on the console too). Idempotent."""
+    import ray.data  # noqa: F401 (configures Ray Data's loggers, which this then adjusts)
+
+    for handler in _consoles(logging.getLogger("ray.data")) + _consoles(logging.getLogger()):
+        if not isinstance(handler.formatter, _WithoutTraceback):
+            handler.setFormatter(_WithoutTraceback(handler.formatter, "ray.data"))
+            handler.addFilter(_dropped_notes)
+
+
+def _dropped_notes(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("ray.data") and record.getMessage().startswith(RAY_DATA_TRACEBACK_NOTES))
+
+
 def setup_driver_output(mode: str | None = None) -> str:
     """Decide the progress mode of this driver (see :func:`progress_mode`) and set its output up; returns it.
 
@@ -288,6 +326,8 @@ def setup_driver_output(mode: str | None = None) -> str:
     settings reach the processes of a local Ray (they inherit it) and of a joined cluster (pipeline.core.ray_start)."""
     mode = mode or progress_mode()
     os.environ[ENV_VAR] = mode
+    if os.environ.get("HRM_DEBUG", "") in ("", "0"):
+        ray_data_errors_without_tracebacks()
     if mode == "lines":
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # Ray prints its processes' lines without colour codes
         quiet_ray_data()

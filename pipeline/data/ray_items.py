@@ -41,3 +41,24 @@ def ordered():
         yield
     finally:
         options.preserve_order = previous
+
+
+# Ray Data retries a failed write on these pyarrow errors up to 10 times, backing off up to 32 s between tries. For
+# a server that is gone (connection refused or stalled: pyarrow already tried 3 times) that is minutes of waiting
+# before the same error; a build with its object store gone ends at once instead, saying so (pipeline.cli).
+GONE = ("AWS Error NETWORK_CONNECTION",)
+
+
+@contextlib.contextmanager
+def no_retries_when_the_store_is_gone():
+    """While this is open Ray Data does not retry a write whose object store is unreachable (:data:`GONE`); other
+    retried errors (throttling, 503) are retried as before."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    previous = list(context.retried_io_errors)
+    context.retried_io_errors = [e for e in previous if e not in GONE]
+    try:
+        yield
+    finally:
+        context.retried_io_errors = previous

@@ -30,7 +30,12 @@ from pipeline.data.builders import make_builder
 from pipeline.data.config import DataConfig, config_dict, fingerprint, identity
 from pipeline.data.meta import CHECKSUM, SPLITS, code_version, write_metadata
 from pipeline.data.publish import Publish, discard, drop_old_parts, install, staging
-from pipeline.data.ray_items import items_dataset, ordered, worker_pool
+from pipeline.data.ray_items import (
+    items_dataset,
+    no_retries_when_the_store_is_gone,
+    ordered,
+    worker_pool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +130,7 @@ def write_split(name: str, jobs: list[Job], cfg, skip_invalid: bool, workers: in
     ds = items_dataset(name, jobs).map_batches(
         augment_and_encode, fn_kwargs={"cfg": cfg, "skip_invalid": skip_invalid}, batch_size=1,
         batch_format="numpy", compute=worker_pool(workers), num_cpus=1)
-    with ordered():
+    with ordered(), no_retries_when_the_store_is_gone():
         ds.write_parquet(path, filesystem=fs, filename_provider=PartNames(), compression="zstd",
                          ray_remote_args={"num_cpus": 1})
     log.info("%s: %d jobs written to %s in %.1f s", name, len(jobs), folder, time.perf_counter() - t0)

@@ -92,20 +92,29 @@ def log_registered_checkpoint(tracking_uri: str, run_id: str, checkpoint: str, s
 
 def promote_if_better(tracking_uri: str, model_name: str, version: str | int, metric: str, value: float) -> bool:
     """Tag the version with its eval metric; move the champion alias to it only when it solves the same puzzles as
-    the current one (KIND_TAGS: a 4×4 Sudoku model never takes it from a 9×9 one) and beats it."""
-    from mlflow.exceptions import MlflowException
+    the current one (KIND_TAGS: a 4×4 Sudoku model never takes it from a 9×9 one) and beats it. The compare and the
+    move happen under the registry's own lock (``registry_lock``): of runs promoting at once, the best one wins."""
     from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.registry_lock import held
 
     client = MlflowClient(tracking_uri)
     tag = metric.replace("/", "_")
     client.set_model_version_tag(model_name, str(version), tag, str(value))
+    with held(client, model_name):
+        return _compare_and_set(client, model_name, str(version), metric, tag, value)
+
+
+def _compare_and_set(client, model_name: str, version: str, metric: str, tag: str, value: float) -> bool:
+    from mlflow.exceptions import MlflowException
+
     try:
         current = client.get_model_version_by_alias(model_name, CHAMPION)
         best = float(current.tags.get(tag, "-inf"))
     except MlflowException:
         current, best = None, float("-inf")
-    if current is not None and str(current.version) != str(version):
-        mine = client.get_model_version(model_name, str(version)).tags
+    if current is not None and str(current.version) != version:
+        mine = client.get_model_version(model_name, version).tags
         differ = [k for k in KIND_TAGS if k in current.tags and k in mine and current.tags[k] != mine[k]]
         if differ:
             log.warning("%s version %s solves other puzzles than the %s (version %s: %s): the alias stays; register "
@@ -113,7 +122,7 @@ def promote_if_better(tracking_uri: str, model_name: str, version: str | int, me
                         ", ".join(f"{k[4:]} {mine[k]} against {current.tags[k]}" for k in differ))
             return False
     if value > best:
-        client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        client.set_registered_model_alias(model_name, CHAMPION, version)
         log.info("%s version %s is the new %s (%s %.4f > %.4f)", model_name, version, CHAMPION, metric, value, best)
         return True
     log.info("%s version %s stays behind the %s (version %s): %s %.4f <= %.4f", model_name, version, CHAMPION,

@@ -179,11 +179,13 @@ def test_mlflow_server_has_database_and_artifact_store():
     assert ("Service", "mlflow") in items and ("Service", "mlflow-db") in items
     (container,) = containers(server)
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")  # the driver installed: psycopg2-binary
-    assert "@mlflow-db:5432/" in env["BACKEND_STORE_URI"]
     command = " ".join(container["args"])
-    for flag in ("--backend-store-uri", "--artifacts-destination", "--serve-artifacts", "--host 0.0.0.0"):
+    assert 'MLFLOW_BACKEND_STORE_URI="postgresql+psycopg2://mlflow:$(cat "$DB_PASSWORD_FILE")@$DB_ADDRESS/mlflow"' \
+        in command  # the driver installed: psycopg2-binary; the password from the mounted Secret
+    assert env["DB_ADDRESS"] == "mlflow-db:5432"
+    for flag in ("--artifacts-destination", "--serve-artifacts", "--host 0.0.0.0"):
         assert flag in command
+    assert "--backend-store-uri" not in command  # it holds the password: MLflow reads it from its environment
     version = container["image"].rsplit(":v", 1)[-1]
     assert version in SpecifierSet(pinned("mlflow").removeprefix("mlflow")), f"MLflow image {version}"
     assert "mlflow.hrm.svc*" in env["MLFLOW_SERVER_ALLOWED_HOSTS"]
@@ -243,11 +245,12 @@ def test_mlflow_server_driver_is_a_project_dependency():
     runs that test, and any `mlflow server` started from it, need psycopg2."""
     items = {(d["kind"], d["metadata"]["name"]): d for d in docs(KUBERAY / "mlflow.yaml")}
     (container,) = containers(items[("Deployment", "mlflow")])
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
-    assert pinned("psycopg2-binary")
-    assert "psycopg2-binary" in " ".join(container["args"])  # the stock MLflow image lacks it: installed first
-    assert pinned("Flask-WTF") and "'Flask-WTF<2'" in " ".join(container["args"])  # nor Flask-WTF, for the login
+    install = " ".join(container["args"]).split(" && ", 1)[0].split()
+    assert "postgresql+psycopg2://" in " ".join(container["args"])
+    assert pinned("psycopg2-binary") and pinned("Flask-WTF") and pinned("boto3")
+    # The stock MLflow image lacks them: installed first, each at one version (#31: no unpinned install at start).
+    assert sorted(p.split("==")[0] for p in install if "==" in p) == ["Flask-WTF", "boto3", "psycopg2-binary"]
+    assert [p for p in install[2:] if not p.startswith("-") and "==" not in p] == []
 
 
 # ------------------------------------------------------------------------------------------------ who can reach what
@@ -302,10 +305,20 @@ def test_mlflow_server_requires_a_login():
     (container,) = containers(items[("Deployment", "mlflow")])
     command, env = " ".join(container["args"]), env_of(container)
     assert "--app-name basic-auth" in command
-    assert from_secret(env["MLFLOW_AUTH_ADMIN_USERNAME"], {"name": "mlflow-auth", "key": "username"})
-    assert from_secret(env["MLFLOW_AUTH_ADMIN_PASSWORD"], {"name": "mlflow-auth", "key": "password"})
-    assert from_secret(env["MLFLOW_FLASK_SERVER_SECRET_KEY"], {"name": "mlflow-auth", "key": "secret-key"})
-    assert '> "$MLFLOW_AUTH_CONFIG_PATH"' in command  # the auth config is written before the server starts
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in items[("Deployment", "mlflow")]["spec"]["template"]["spec"]["volumes"]}
+    secrets_dir = env["AUTH_SECRETS"]["value"]
+    assert volumes[next(n for n, p in mounts.items() if p == secrets_dir)]["secret"]["secretName"] == "mlflow-auth"
+    db_file = env["DB_PASSWORD_FILE"]["value"]
+    db_dir, _, key = db_file.rpartition("/")
+    assert volumes[next(n for n, p in mounts.items() if p == db_dir)]["secret"]["secretName"] == "mlflow-db"
+    assert key == "password"
+    for name, key in (("MLFLOW_AUTH_ADMIN_USERNAME", "username"), ("MLFLOW_AUTH_ADMIN_PASSWORD", "password"),
+                      ("MLFLOW_FLASK_SERVER_SECRET_KEY", "secret-key")):  # from the mounted files, not the pod spec
+        assert f'{name}="$(cat "$AUTH_SECRETS/{key}")"' in command and name not in env
+    assert command.index("umask 077") < command.index('> "$MLFLOW_AUTH_CONFIG_PATH"')  # written private
+    config_dir = env["MLFLOW_AUTH_CONFIG_PATH"]["value"].rpartition("/")[0]
+    assert "emptyDir" in volumes[next(n for n, p in mounts.items() if p == config_dir)]
 
 
 def test_network_policies_admit_only_the_namespace():
@@ -341,10 +354,17 @@ def test_launcher_nodes_require_the_token_and_keep_the_dashboard_local():
 
 def test_the_guide_creates_every_secret_the_manifests_use():
     """A Secret named in a manifest but created nowhere in the guide leaves pods in CreateContainerConfigError."""
-    used = {ref["name"] for path in KUBERAY.glob("*.yaml") for doc in docs(path) for ref in walk(doc, "secretKeyRef")}
-    assert used == {"hrm-ray-token", "mlflow-db", "mlflow-auth"}
-    keys = {(ref["name"], ref["key"]) for path in KUBERAY.glob("*.yaml") for doc in docs(path)
-            for ref in walk(doc, "secretKeyRef")}
+    refs = [ref for path in KUBERAY.glob("*.yaml") for doc in docs(path) for ref in walk(doc, "secretKeyRef")]
+    mounted = [v["secretName"] for path in KUBERAY.glob("*.yaml") for doc in docs(path) for v in walk(doc, "secret")
+               if isinstance(v, dict)]  # Secrets mounted as files (the MLflow and PostgreSQL pods)
+    used = {ref["name"] for ref in refs} | set(mounted)
+    assert used == {"hrm-ray-token", "mlflow-db", "mlflow-auth"} and set(mounted) == {"mlflow-db", "mlflow-auth"}
+    (server,) = [d for d in docs(KUBERAY / "mlflow.yaml") if d["kind"] == "Deployment" and d["metadata"]["name"] ==
+                 "mlflow"]
+    read = " ".join(containers(server)[0]["args"])
+    keys = {(ref["name"], ref["key"]) for ref in refs} | {("mlflow-db", "password")} | {
+        ("mlflow-auth", key) for key in re.findall(r'"\$AUTH_SECRETS/([\w-]+)"', read)}
+    assert {k for n, k in keys if n == "mlflow-auth"} == {"username", "password", "secret-key"}
     guide = (CLUSTER / "README.md").read_text()
     for secret in used:
         assert f"create secret generic {secret} " in guide, secret

@@ -7,18 +7,20 @@ registers its model through it; the registry rows are in PostgreSQL.
 
 Changed from the manifest only where a pod differs from this machine: host 127.0.0.1 and a free port instead of
 0.0.0.0:5000, one worker instead of two, no `pip install` (the venv has psycopg2-binary), the auth config file in a
-temporary folder, and the Secrets' values made up here. Skipped, saying why, where PostgreSQL is not installed
+temporary folder, and the Secrets' files (as the pod mounts them) written here with values made up here. Skipped, saying why, where PostgreSQL is not installed
 (`make test` installs it when it runs as root with apt-get).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -106,7 +108,11 @@ def postgres():
         conn.close()
         yield {"port": port, "password": password, "connect": lambda: connect("mlflow")}
     finally:
-        stop_group(proc)
+        # SIGINT: PostgreSQL's fast shutdown. SIGTERM, its smart shutdown, waits for every client to leave (this
+        # process's pooled connections never do): 20 s of grace, then a kill, at every run.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        stop_group(proc, grace=10)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -127,13 +133,16 @@ def mlflow_server(postgres, tmp_path_factory):
     port = free_port()
     command = (command.replace("--host 0.0.0.0", "--host 127.0.0.1").replace("--port 5000", f"--port {port}")
                .replace("--workers 2", "--workers 1"))
-    db_uri = (env_values["BACKEND_STORE_URI"].replace("$(DB_PASSWORD)", postgres["password"])
-              .replace("@mlflow-db:5432/", f"@127.0.0.1:{postgres['port']}/"))
-    assert db_uri.startswith("postgresql+psycopg2://mlflow:")
     login = {"username": "admin", "password": secrets.token_hex(8)}  # the mlflow-auth Secret
-    env = {**os.environ, **env_values, "BACKEND_STORE_URI": db_uri, "ARTIFACTS_DESTINATION": str(tmp / "artifacts"),
-           "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "basic_auth.ini"), "MLFLOW_AUTH_ADMIN_USERNAME": login["username"],
-           "MLFLOW_AUTH_ADMIN_PASSWORD": login["password"], "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    mounted = tmp / "secrets"  # the Secrets as the pod mounts them: one file per key
+    for name, value in {"mlflow-db/password": postgres["password"], "mlflow-auth/username": login["username"],
+                        "mlflow-auth/password": login["password"], "mlflow-auth/secret-key": secrets.token_hex(16)}.items():
+        (mounted / name).parent.mkdir(parents=True, exist_ok=True)
+        (mounted / name).write_text(value)
+    (tmp / "auth").mkdir()
+    env = {**os.environ, **env_values, "DB_ADDRESS": f"127.0.0.1:{postgres['port']}",
+           "DB_PASSWORD_FILE": str(mounted / "mlflow-db/password"), "AUTH_SECRETS": str(mounted / "mlflow-auth"),
+           "ARTIFACTS_DESTINATION": str(tmp / "artifacts"), "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "auth/basic_auth.ini"),
            "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(name, None)
@@ -152,9 +161,29 @@ def mlflow_server(postgres, tmp_path_factory):
     try:
         wait_until("mlflow server", ready, proc, log.read_text, timeout=120, poll=0.5)
         yield {"uri": uri, "tmp": tmp, "log": log, "command": shlex.split(command.split("exec ", 1)[1]),
-               "login": login}
+               "login": login, "proc": proc, "secrets": [postgres["password"], login["password"]]}
     finally:
-        stop_group(proc, grace=3)  # a test server: its gunicorn waited out all 20 s of the default grace
+        stop_group(proc)
+
+
+def test_the_manifest_pins_its_packages_and_keeps_secrets_out_of_command_lines(mlflow_server):
+    """#31: the pod installs pinned versions only; no process of the server shows a password in its command line
+    (``ps`` shows every process's to every user of the pod) and the auth config holding the store URI is private."""
+    import psutil
+
+    _, shell = manifest_server()
+    packages = shell.split(" && ", 1)[0].split()[2:]
+    assert [p for p in packages if not p.startswith("-") and "==" not in p] == []
+    assert {p.split("==")[0] for p in packages if "==" in p} == {"psycopg2-binary", "boto3", "Flask-WTF"}
+    group = [psutil.Process(mlflow_server["proc"].pid)]
+    group += group[0].children(recursive=True)
+    assert len(group) >= 2  # the shell's exec'd mlflow server and its workers
+    for process in group:
+        line = " ".join(process.cmdline())
+        assert not any(secret in line for secret in mlflow_server["secrets"]), line
+    config = mlflow_server["tmp"] / "auth/basic_auth.ini"
+    assert config.stat().st_mode & 0o077 == 0, oct(config.stat().st_mode)
+    assert mlflow_server["secrets"][0] in config.read_text()  # the store URI it needs is there, for its owner only
 
 
 def hrm(*args: str, cwd: Path, env: dict, timeout: float = 400) -> subprocess.CompletedProcess:

@@ -31,6 +31,7 @@ from hrm.tasks.arc_sources import (
     load_kaggle,
     load_source,
     split_tasks,
+    task_digest,
 )
 from hrm.tasks.grids import N_DIHEDRAL, dihedral
 
@@ -205,11 +206,9 @@ def test_refuses_arc1_eval_after_arc2_training(arc1_eval):
 
 
 def test_paper_recipe_is_not_refused(arc1_eval):
-    train = {"arc-agi-1/training": load_source("arc-agi-1/training")}
-    if SHARED_ARC.is_dir():
-        train["conceptarc"] = load_source(str(SHARED_ARC / "conceptarc_challenges.json"))
+    train = {"arc-agi-1/training": load_source("arc-agi-1/training"), "conceptarc": load_source("conceptarc")}
     tr, te = split_tasks(train, {"arc-agi-1/evaluation": arc1_eval})
-    assert len(te) == 400 and len(tr) == len(train["arc-agi-1/training"]) + 400 + (160 if SHARED_ARC.is_dir() else 0)
+    assert len(te) == 400 and len(tr) == len(train["arc-agi-1/training"]) + 400 + 160
 
 
 def test_kaggle_layout_loader():
@@ -219,6 +218,9 @@ def test_kaggle_layout_loader():
     assert len(tasks) == 160
     assert all(out is not None for t in tasks.values() for _, out in t["test"])
     assert load_source(str(SHARED_ARC / "conceptarc_challenges.json")).keys() == tasks.keys()
+    shipped = load_source("conceptarc")  # the copy the package ships: the same tasks, grid for grid
+    assert shipped.keys() == tasks.keys()
+    assert all(task_digest(shipped[tid]) == task_digest(t) for tid, t in tasks.items())
     assert all(
         out is None for t in load_kaggle(SHARED_ARC / "conceptarc_challenges.json").values() for _, out in t["test"]
     )

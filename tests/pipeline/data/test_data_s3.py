@@ -17,6 +17,7 @@ from pipeline.cli.data import data
 from pipeline.core import storage
 from pipeline.data.loader import load_split, read_metadata, read_split
 from tests.pipeline.data.test_data_build import SMALL, same_dataset
+from tests.s3_server import S3Server
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -148,11 +149,11 @@ def _config(tmp_path, **overrides):
     return load_config(path, **overrides)
 
 
-def _hrm_build(config: Path, out: str, *extra: str) -> subprocess.Popen:
+def _hrm_build(config: Path, out: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     import ray
 
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "HRM_PROGRESS": "lines",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **(env or {})}
     cmd = [sys.executable, "-c", "from pipeline.cli import main; main()", "data", "build", "sudoku",
            "--config", str(config), "--out", out, "--workers", "1", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -210,3 +211,37 @@ def test_killed_build_leaves_nothing_readable_and_the_old_dataset_whole(built, r
     assert storage.read_text(storage.join(uri, "metadata.json")) == meta_before
     after = load_split(uri, "train", with_ids=True)
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_a_build_whose_store_dies_ends_at_once_in_one_line(ray_s3, tmp_path):
+    """#31: its S3 server killed mid-write, a build waited ≥ 165 s (Ray Data retries a write 10 times, backing off
+    up to 32 s) and then printed a 308-line traceback. Now it ends within seconds, its error in one line."""
+    from tests.s3_server import start_server
+
+    proc, endpoint = start_server(tmp_path / "doomed.log")  # a server of its own: the session's stays up
+    try:
+        client = S3Server(endpoint, "doomed").client()
+        client.create_bucket(Bucket="doomed")
+        config = tmp_path / "slow.yaml"
+        config.write_text(yaml.safe_dump(SLOW))
+        build = _hrm_build(config, "s3://doomed/x", env={"AWS_ENDPOINT_URL": endpoint})
+        deadline = time.monotonic() + 180
+        while not any(o["Key"].endswith(".parquet") for o in client.list_objects_v2(Bucket="doomed").get("Contents", [])):
+            assert build.poll() is None, build.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no parts appeared in time"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = time.monotonic()
+    try:
+        out, _ = build.communicate(timeout=120)
+    finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+    took, text = time.monotonic() - killed, out.decode(errors="replace")
+    assert build.returncode == 1 and took < 60, (took, text[-3000:])
+    assert text.strip().splitlines()[-1].startswith("Error: the object store failed: AWS Error NETWORK_CONNECTION"), \
+        text[-3000:]
+    assert "Traceback" not in text and len(text.splitlines()) < 40, text[-5000:]
