@@ -134,11 +134,22 @@ def dataset_input(meta: Any):
 def log_dataset(client: Any, run_id: str, meta: Any, context: str = "training") -> None:
     """``mlflow.log_input`` of the dataset, through ``client`` (the run stays open for the workers)."""
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     entity = dataset_input(meta)._to_mlflow_entity()
     tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
+            return
+        except MlflowException as err:
+            # MLflow's store looks the dataset up, then inserts it: two runs of one experiment opening at once (a
+            # sweep's trials) can both insert it, and the second fails on the table's unique key. Once the first
+            # has inserted it, logging again links the existing one.
+            if ("UNIQUE constraint" not in str(err) and "duplicate key" not in str(err)) or attempt == 2:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def start_system_metrics(tracking_uri: str, run_id: str, node: str | None = None, interval: float = 10) -> Any:

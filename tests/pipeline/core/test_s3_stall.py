@@ -1,6 +1,6 @@
-"""#31: an S3 server that accepts connections and never answers is given up on within a stated time — pyarrow's
-client (datasets, run folders) within ~10 s, the S3 lock's boto3 client within its read timeout × 3 tries —
-where botocore's defaults waited 181 s."""
+"""#31: an S3 server that accepts connections and never answers is given up on within a stated time: the S3 lock's
+boto3 client within its read timeout × 3 tries, where botocore's defaults waited 181 s. (pyarrow's own client, for
+datasets and run folders, gives up in 9.9 s by its defaults: pipeline.core.storage's docstring.)"""
 
 from __future__ import annotations
 
@@ -49,15 +49,8 @@ def timed(call) -> tuple[float, BaseException | None]:
 
 def test_a_stalled_server_is_given_up_on_in_seconds(stalled, monkeypatch):
     monkeypatch.setenv("HRM_S3_TIMEOUT_S", "1")  # the lock's client: 1 s a try here (10 s by default)
-    found: dict[str, tuple[float, BaseException | None]] = {}
-    arrow = threading.Thread(target=lambda: found.update(arrow=timed(lambda: storage.exists("s3://bucket/x"))))
-    arrow.start()  # both at once: the test waits for the slower only
-    found["boto"] = timed(lambda: locks._s3_client().head_object(Bucket="bucket", Key="x"))
-    arrow.join(timeout=120)
-    took, err = found["arrow"]
-    assert isinstance(err, OSError) and "AWS Error NETWORK_CONNECTION" in str(err) and took < 20, (took, err)
-    took, err = found["boto"]
-    assert type(err).__name__ == "ReadTimeoutError" and took < 8, (took, err)
+    took, err = timed(lambda: locks._s3_client().head_object(Bucket="bucket", Key="x"))
+    assert type(err).__name__ == "ReadTimeoutError" and 1 <= took < 8, (took, err)
 
 
 @pytest.mark.parametrize("raw", ["0", "-3", "soon"])

@@ -95,6 +95,73 @@ def test_the_dataset_is_the_runs_input(store, tmp_path):
     assert {t.key: t.value for t in inputs[0].tags} == {"mlflow.data.context": "training"}
 
 
+def test_runs_opening_at_once_all_log_the_same_dataset(store, tmp_path):
+    """A sweep's trials open their runs at once in one experiment, each logging the same dataset: MLflow's store
+    looks the dataset up, then inserts it, so two could both insert it and one failed on the table's unique key
+    (a Tune trial lost that way). Eight at once, several rounds: every run gets its input."""
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.data.meta import DatasetMeta
+
+    client = MlflowClient(store)
+    failures: list[BaseException] = []
+    for round_ in range(4):
+        meta = DatasetMeta(path=tmp_path / f"d{round_}", task="sudoku", task_args={"box": [2, 2]}, vocab_size=6,
+                           seq_len=16, num_puzzle_identifiers=1, counts={"train": 48, "test": 12},
+                           groups={"train": 12, "test": 12}, config={}, seed=3, fingerprint=f"f00d{round_}")
+        experiment = client.create_experiment(f"racing-inputs-{round_}")
+        run_ids = [client.create_run(experiment).info.run_id for _ in range(8)]
+        gate = threading.Barrier(len(run_ids))
+
+        def log(run_id: str) -> None:
+            gate.wait()
+            try:
+                runs.log_dataset(MlflowClient(store), run_id, meta)
+            except BaseException as err:  # noqa: BLE001
+                failures.append(err)
+
+        threads = [threading.Thread(target=log, args=(r,)) for r in run_ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert failures == []
+        assert all(len(client.get_run(r).inputs.dataset_inputs) == 1 for r in run_ids)
+
+
+def test_logging_a_dataset_retries_only_the_insert_race(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.data.meta import DatasetMeta
+
+    meta = DatasetMeta(path=Path("/data/d"), task="sudoku", task_args={}, vocab_size=6, seq_len=16,
+                       num_puzzle_identifiers=1, counts={"train": 1, "test": 1}, groups={"train": 1, "test": 1},
+                       config={}, seed=0, fingerprint="f")
+    monkeypatch.setattr(runs.time, "sleep", lambda _: None)
+
+    class Client:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def log_inputs(self, run_id, datasets):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+
+    race = MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, ...")
+    client = Client([race])
+    runs.log_dataset(client, "r", meta)
+    assert client.calls == 2
+    with pytest.raises(MlflowException, match="UNIQUE constraint"):
+        runs.log_dataset(Client([race, race, race]), "r", meta)
+    other = Client([MlflowException("RESOURCE_DOES_NOT_EXIST: run r")])
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        runs.log_dataset(other, "r", meta)
+    assert other.calls == 1
+
+
 def test_system_metrics_are_logged_at_once(store):
     from mlflow.tracking import MlflowClient
 
