@@ -10,10 +10,11 @@ missing) and returns the folder it checked, so that what is loaded is what was c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
+
+from pipeline.core.digests import differences, folder_digests
 
 log = logging.getLogger(__name__)
 TAG_PREFIX = "hrm.model_files."
@@ -25,19 +26,9 @@ class ModelFilesChanged(ValueError):
     """A model whose files are not those recorded when it was logged, or without a record."""
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def manifest(folder: Path) -> dict[str, str]:
     """``{relative path: SHA-256}`` of every file under ``folder`` (MLflow's LOCAL_ONLY files left out)."""
-    folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.relative_to(folder).as_posix() not in LOCAL_ONLY}
+    return folder_digests(folder, skip=LOCAL_ONLY)
 
 
 def record(tracking_uri: str, run_id: str, model_id: str, model_uri: str) -> dict[str, str]:
@@ -52,8 +43,7 @@ def record(tracking_uri: str, run_id: str, model_id: str, model_uri: str) -> dic
                                                                   tracking_uri=tracking_uri)))
     MlflowClient(tracking_uri).set_tag(run_id, TAG_PREFIX + model_id, json.dumps(files, sort_keys=True,
                                                                                 separators=(",", ":")))
-    log.debug("recorded %d files of model %s (digest %s)", len(files), model_id,
-              hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12])
+    log.debug("recorded %d files of model %s", len(files), model_id)
     return files
 
 
@@ -121,11 +111,5 @@ def _problem(local: Path, run_id: str | None, model_id: str | None) -> str | Non
         return f"no record of its files: run {run_id} cannot be read ({type(err).__name__})"
     if recorded is None:
         return f"no record of its files (tag {tag} of run {run_id}): it was not logged by this project's code"
-    expected, found = json.loads(recorded), manifest(local)
-    changed = sorted(p for p in expected.keys() & found.keys() if expected[p] != found[p])
-    added, missing = sorted(found.keys() - expected.keys()), sorted(expected.keys() - found.keys())
-    if not (changed or added or missing):
-        return None
-    parts = [f"{what}: {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}"
-             for what, paths in (("changed", changed), ("added", added), ("missing", missing)) if paths]
-    return "its files are not those logged with it (" + "; ".join(parts) + ")"
+    differ = differences(json.loads(recorded), manifest(local))
+    return None if differ is None else f"its files are not those logged with it ({differ})"

@@ -15,6 +15,7 @@ import json
 import logging
 from pathlib import Path
 
+from pipeline.core.digests import differences, folder_digests
 from pipeline.core.storage import write_text
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,7 @@ def _sha256(data: bytes) -> str:
 
 def state_files(folder: Path) -> dict[str, str]:
     """``{path under the sweep folder: SHA-256}`` of every file of its Tune state (``tune/``)."""
-    root = Path(folder) / "tune"
-    return {p.relative_to(folder).as_posix(): _sha256(p.read_bytes()) for p in sorted(root.rglob("*"))
-            if p.is_file()} if root.is_dir() else {}
+    return folder_digests(Path(folder) / "tune", base=Path(folder))
 
 
 def _listing(files: dict[str, str]) -> str:
@@ -86,9 +85,6 @@ def _problem(folder: Path, tracking_uri: str, parent_run_id: str) -> str | None:
     if recorded is None or _sha256(_listing(recorded).encode()) != sealed:
         return ("its Tune state is not the one hrm tune sealed when the sweep last stopped (and its "
                 f"{STATE_FILE} changed too)")
-    changed = sorted(p for p in recorded.keys() & now.keys() if recorded[p] != now[p])
-    added, missing = sorted(now.keys() - recorded.keys()), sorted(recorded.keys() - now.keys())
-    parts = [f"{what}: {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}"
-             for what, paths in (("changed", changed), ("added", added), ("missing", missing)) if paths]
-    return ("its Tune state is not the one hrm tune sealed when the sweep last stopped (" + "; ".join(parts) +
-            "): files put there by someone else, or a driver killed before it could seal them")
+    return (f"its Tune state is not the one hrm tune sealed when the sweep last stopped "
+            f"({differences(recorded, now)}): files put there by someone else, or a driver killed before it could "
+            "seal them")
