@@ -49,16 +49,54 @@ def _seed():
     torch.manual_seed(0)
 
 
+_SHARED_RAY: dict[str, str] = {}  # the GCS address of the suite's local Ray, once started
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules that use the suite's Ray (``ray_session``) run last, one after another, each in its usual order:
+    Ray then starts once and does not idle beside the other tests (~0.1 core of its daemons)."""
+    module = {item: item.getparent(pytest.Module) for item in items}
+    uses_ray = {module[item] for item in items if "ray_session" in getattr(item, "fixturenames", ())}
+    items[:] = [i for i in items if module[i] not in uses_ray] + [i for i in items if module[i] in uses_ray]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_stray_ray():
+    """After each module: a Ray that one of its tests started in this process (an in-process ``hrm`` command) is
+    shut down, so that it idles beside no later test; the suite's own Ray stays."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and \
+            ray.get_runtime_context().gcs_address != _SHARED_RAY.get("address"):
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _shared_ray(request):
+    """The S3 server first (see ``ray_session``); shuts the suite's local Ray down at the end of the session."""
+    request.getfixturevalue("s3")
+    yield
+    import ray
+
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
-def ray_session():
-    """A local Ray of 2 CPUs for the tests of one module (one start per module), shut down after them; a module
-    that needs another Ray (a dashboard, an S3 server) defines its own."""
+def ray_session(_shared_ray):
+    """The suite's one local Ray, for every module that asks: 2 CPUs and the dashboard (what Tune's trials need),
+    started after the S3 server (its workers inherit the AWS environment that points at it). Started at the first
+    module that asks and kept for the others: a start and a shutdown cost ~5 s here. A Ray that is not this one (a
+    test started its own, or shut this one down) is replaced when the next module asks."""
     import ray
 
     from pipeline.core.ray_start import init_ray
 
-    init_ray(num_cpus=2)
+    if ray.is_initialized() and ray.get_runtime_context().gcs_address != _SHARED_RAY.get("address"):
+        ray.shutdown()
+    if not ray.is_initialized():
+        init_ray(num_cpus=2, dashboard=True)
+        _SHARED_RAY["address"] = ray.get_runtime_context().gcs_address
     yield
-    ray.shutdown()
+
 
 from tests.s3_server import s3  # noqa: E402,F401  (a real S3 API server on 127.0.0.1, for any test that asks)

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 HEAD_IP, WORKER_IP, PREFIX = "10.231.0.1", "10.231.0.2", 24
 DASHBOARD = f"http://{HEAD_IP}:8265"
-MAX_STEPS, CUT_AT = 28, 10  # 2 epochs of the tiny dataset; the worker host is cut off once MLflow shows step 10
+# 112 training rows at global batch 8: 14 steps an epoch. The worker host is cut off once MLflow shows step 6 (a
+# checkpoint is kept every 4 steps); the run restarts from a checkpoint and crosses into its second epoch.
+MAX_STEPS, CUT_AT = 16, 6
 # Quicker than Ray's defaults, so that a cut-off host is declared dead in seconds, but not so quick that a loaded
 # 2-core machine misses them: with a 1 s timeout and 3 misses, the replacement host, busy starting its workers, was
 # once declared dead too (the job then waited out its 600 s).

@@ -23,15 +23,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def ray_s3(s3):
-    """The S3 server first (its environment), then Ray: workers inherit AWS_ENDPOINT_URL and the keys."""
-    import ray
-
-    from pipeline.core.ray_start import init_ray
-
-    init_ray(num_cpus=2)
-    yield s3
-    ray.shutdown()
+def ray_s3(s3, ray_session):
+    """The S3 server, with the suite's Ray (started after it: its workers inherit the AWS environment)."""
+    return s3
 
 
 def run(*args):

@@ -35,18 +35,6 @@ def server(s3, workdir):
 
 
 @pytest.fixture(scope="module")
-def ray_session(s3):
-    """Started after the S3 server: Ray's workers inherit the AWS environment that points at it."""
-    import ray
-
-    from pipeline.core.ray_start import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def dataset(s3, ray_session):
     cfg = from_dict(DataConfig, {"name": "tiny", "task": "sudoku", "seed": 5, "sudoku": {
         "box": [2, 2], "count": 40, "min_rating": 0, "test_fraction": 0.25, "augmentations": 2,

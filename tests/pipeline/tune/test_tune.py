@@ -155,17 +155,6 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from pipeline.core.ray_start import init_ray
-
-    init_ray(num_cpus=2, dashboard=True)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def dataset(workdir, ray_session):
     from pipeline.data.build import build_dataset
     from pipeline.data.config import DataConfig
