@@ -86,6 +86,13 @@ def stage_code(folder: Path) -> list[str]:
 def requirements() -> list[str]:
     """``dist==version`` for every distribution the served code imports, at the version installed now (a local
     build label such as ``+cpu`` is dropped: ``torch==2.13.0`` matches 2.13.0+cpu from a CPU wheel index too)."""
+    return list(_requirements())
+
+
+@lru_cache(maxsize=None)
+def _requirements() -> tuple[str, ...]:
+    """:func:`requirements`, found once a process: mapping modules to distributions reads every installed
+    package's file list (1 s here), and what is installed does not change under a running process."""
     dists = packages_distributions()
     out = set()
     for top in served_modules()[1]:
@@ -95,4 +102,4 @@ def requirements() -> list[str]:
                 out.add(f"{dist}=={version(dist).split('+')[0]}")
             except PackageNotFoundError:
                 raise ValueError(f"the served code imports {top!r}, which is not installed here") from None
-    return sorted(out)
+    return tuple(sorted(out))

@@ -10,6 +10,7 @@ Everything the phases share travels in one :class:`Worker`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import math
@@ -186,19 +187,30 @@ def start(config: dict[str, Any]) -> Worker:
     task = make_task(meta.task, meta.task_args)
     model, dtype_reason = build_model(cfg, meta, device)
     model.train()
-    logger = open_tracking(config, model, dtype_reason, cfg.tracking.unreachable_minutes) if rank == 0 else None
-    opt = build_optimizers(model, cfg.optim)
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
-    position = resume(model, opt, ema, rank)
+    # Rank 0 opens its MLflow logger (importing MLflow: seconds) while the worker reads its share of the data
+    tracking = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hrm-tracking")
+    opening = tracking.submit(open_tracking, config, model, dtype_reason,
+                              cfg.tracking.unreachable_minutes) if rank == 0 else None
+    try:
+        opt = build_optimizers(model, cfg.optim)
+        ema = EMA(model, cfg.ema) if cfg.ema else None
+        torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
+        position = resume(model, opt, ema, rank)
+        forward = torch.compile(model) if compile_on(cfg, device) else model
+        quiet_data_stream(config.get("progress"))
+        require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
+        batches = read_share(cfg, meta.counts["train"], rank, world)
+    except BaseException:
+        if opening is not None and opening.exception() is not None:  # an unreachable server is said first
+            raise opening.exception() from None
+        raise
+    finally:
+        tracking.shutdown(wait=True)
+    logger = opening.result() if opening is not None else None
     if logger is not None and position.step > 0:
         logger.skip_through = logged_through(config["tracking_uri"], config["run_id"], position.step)
         if logger.skip_through:
             logger.set_tags(replayed_tag(position.step, logger.skip_through))
-    forward = torch.compile(model) if compile_on(cfg, device) else model
-    quiet_data_stream(config.get("progress"))
-    require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
-    batches = read_share(cfg, meta.counts["train"], rank, world)
     total_steps = int(min(cfg.max_steps or math.inf, cfg.epochs * batches.per_epoch))
     evals = load_eval_set(data_path, meta, task, cfg.eval_limit)
     clock = Clock(seconds(cfg.max_minutes), seconds(cfg.eval_minutes), last_eval=position.trained_seconds)
