@@ -5,7 +5,8 @@ The driver (the ``hrm`` process) decides once, from its stdout, or from ``HRM_PR
 and to the processes of a local Ray through the environment (:func:`setup_driver_output`, called by ``init_ray``).
 In ``lines`` mode Ray Data's progress bars and INFO lines are kept off the console (they stay in Ray's log files),
 and training progress is one log line every ~10% of the steps (:class:`StepLines`), or of the training-time budget
-when the run has one (``max_minutes``: :class:`BudgetLines`).
+when the run has one (``max_minutes``: :class:`BudgetLines`); a long data stage says how far it got at least every
+30 s (:class:`Heartbeat`).
 """
 
 from __future__ import annotations
@@ -225,6 +226,53 @@ def make_progress(mode: str | None, total: int, initial: int = 0, budget_seconds
             return RayBar(budget_seconds, initial_seconds, desc="training seconds", by_time=True)
         return BudgetLines(budget_seconds, initial_seconds, initial)
     return RayBar(total, initial) if mode == "bar" else StepLines(total, initial)
+
+
+HEARTBEAT_S = 30.0  # the longest a long stage stays silent in ``lines`` mode
+
+
+class Heartbeat:
+    """While a long stage runs (``with Heartbeat(...):``), a log line every ``every_s`` seconds saying how far it
+    got: ``say(elapsed_seconds)`` makes the line, in a daemon thread. Only in ``lines`` mode (a terminal has Ray
+    Data's bars); a stage that ends sooner prints nothing here (its closing line says it all). A ``say`` that fails
+    loses its line, never the stage."""
+
+    def __init__(self, say: Callable[[float], str], every_s: float | None = None, mode: str | None = None):
+        import threading
+
+        self.say, self.every_s = say, HEARTBEAT_S if every_s is None else every_s
+        self.on = (mode or progress_mode()) == "lines"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="hrm-heartbeat", daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self) -> Heartbeat:
+        self.started = time.monotonic()
+        if self.on:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.every_s):
+            try:
+                line = self.say(time.monotonic() - self.started)
+            except Exception as err:  # noqa: BLE001 (a progress line is never worth a failed stage)
+                log.debug("progress line failed: %s", err)
+                continue
+            log.info("%s", line)
+
+
+def stage_line(name: str, done: int, total: int, unit: str, elapsed: float) -> str:
+    """``maze originals: 12/40 chunks (30%), 2m10s elapsed, ETA 5m03s`` (the ETA from the pace so far)."""
+    eta = elapsed * (total - done) / done if done else math.nan
+    pct = 100 * done / total if total else 100.0
+    return (f"{name}: {done:,}/{total:,} {unit} ({pct:.0f}%), {format_duration(elapsed)} elapsed, "
+            f"ETA {format_duration(eta)}")
 
 
 class _QuietBelow(logging.Filter):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.progress import Heartbeat, stage_line
 from pipeline.data.builder import Builder, Chunk, Summary
 from pipeline.data.builders import make_builder
 from pipeline.data.ray_items import items_dataset, ordered, worker_pool
@@ -52,9 +53,11 @@ def run_chunks(name: str, chunks: list[Chunk], cfg, skip_invalid: bool, workers:
         make_chunk, fn_kwargs={"cfg": cfg, "skip_invalid": skip_invalid}, batch_size=1, batch_format="numpy",
         compute=worker_pool(workers), num_cpus=1)
     out: list[Any] = [None] * len(chunks)
-    with ordered():
+    done = [0]
+    with ordered(), Heartbeat(lambda elapsed: stage_line(name, done[0], len(chunks), "chunks", elapsed)):
         for row in ds.iter_rows():
             out[int(row["i"])] = pickle.loads(row["summary"])
+            done[0] += 1
     missing = [i for i, r in enumerate(out) if r is None]
     if missing:
         raise RuntimeError(f"{name}: no result for chunks {missing[:5]}")

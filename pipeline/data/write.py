@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core import storage
+from pipeline.core.progress import Heartbeat, stage_line
 from pipeline.data.builder import Builder, Job
 from pipeline.data.builders import make_builder
 from pipeline.data.config import DataConfig, config_dict, fingerprint, identity
@@ -130,7 +131,11 @@ def write_split(name: str, jobs: list[Job], cfg, skip_invalid: bool, workers: in
     ds = items_dataset(name, jobs).map_batches(
         augment_and_encode, fn_kwargs={"cfg": cfg, "skip_invalid": skip_invalid}, batch_size=1,
         batch_format="numpy", compute=worker_pool(workers), num_cpus=1)
-    with ordered(), no_retries_when_the_store_is_gone():
+    def written(elapsed: float) -> str:  # one part a job: the parts there (the last may be still being written)
+        parts = sum(name.endswith(".parquet") for name in storage.list_files(folder))
+        return stage_line(name, parts, len(jobs), "parts written", elapsed)
+
+    with ordered(), no_retries_when_the_store_is_gone(), Heartbeat(written):
         ds.write_parquet(path, filesystem=fs, filename_provider=PartNames(), compression="zstd",
                          ray_remote_args={"num_cpus": 1})
     log.info("%s: %d jobs written to %s in %.1f s", name, len(jobs), folder, time.perf_counter() - t0)

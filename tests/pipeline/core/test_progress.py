@@ -245,3 +245,48 @@ def test_quiet_ray_data_turns_its_bars_off_and_keeps_warnings(monkeypatch):
     assert not shown(logging.WARNING, "Progress bars disabled. To enable, set ...")
     assert shown(logging.WARNING, "the cluster is short of object store memory")
     assert shown(logging.ERROR, "task failed")
+
+
+def heartbeat_lines(caplog, seconds: float, every_s: float, mode: str, say=None) -> list[str]:
+    import time
+
+    caplog.set_level(logging.INFO, logger="pipeline.core.progress")
+    calls = []
+
+    def default(elapsed: float) -> str:
+        calls.append(elapsed)
+        return f"beat {len(calls)}"
+
+    with progress.Heartbeat(say or default, every_s=every_s, mode=mode):
+        time.sleep(seconds)
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.core.progress"]
+
+
+def test_a_long_stage_says_how_far_it_got_every_interval_and_stops_with_it(caplog):
+    import time
+
+    lines = heartbeat_lines(caplog, 0.55, 0.1, "lines")
+    assert 3 <= len(lines) <= 5 and lines[:3] == ["beat 1", "beat 2", "beat 3"], lines
+    time.sleep(0.25)  # the block has ended: no line after it
+    assert len([r for r in caplog.records if r.name == "pipeline.core.progress"]) == len(lines)
+
+
+@pytest.mark.parametrize("seconds, mode", [(0.05, "lines"), (0.35, "bar")])
+def test_a_short_stage_or_a_terminal_gets_no_heartbeat(caplog, seconds, mode):
+    assert heartbeat_lines(caplog, seconds, 0.1, mode) == []
+
+
+def test_a_failing_progress_line_never_fails_the_stage(caplog):
+    def broken(elapsed):
+        raise OSError("the store is gone")
+
+    assert heartbeat_lines(caplog, 0.25, 0.1, "lines", say=broken) == []
+
+
+@pytest.mark.parametrize("done, total, elapsed, text", [
+    (12, 40, 130, "maze originals: 12/40 chunks (30%), 2m10s elapsed, ETA 5m03s"),
+    (0, 40, 30, "maze originals: 0/40 chunks (0%), 30s elapsed, ETA ?"),
+    (1_000, 1_000, 61, "maze originals: 1,000/1,000 chunks (100%), 1m01s elapsed, ETA 0s"),
+])
+def test_a_stage_line_reads_done_of_total_elapsed_and_eta(done, total, elapsed, text):
+    assert progress.stage_line("maze originals", done, total, "chunks", elapsed) == text

@@ -1,6 +1,7 @@
 """``hrm data build`` / ``show``: Parquet round trip, determinism across workers, metadata, atomicity, errors."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +286,31 @@ def test_maze_build(ray_session, tmp_path):
         keys[split] = {min(dihedral(x, k).tobytes() for k in range(N_DIHEDRAL)) for x in first.values()}
         assert len(keys[split]) == meta.groups[split]
     assert not keys["train"] & keys["test"]
+
+
+def test_a_long_build_says_how_far_each_stage_got(ray_session, tmp_path, monkeypatch, caplog):
+    """In a log, each stage of a build prints how far it got while it runs (every 30 s; here every 50 ms): chunks
+    of originals made, parts written of each split."""
+    import re
+
+    from pipeline.core import progress
+
+    monkeypatch.setenv("HRM_PROGRESS", "lines")
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.05)
+    caplog.set_level(logging.INFO, logger="pipeline.core.progress")
+    cfg = {"task": "maze", "rows_per_file": 6, "maze": {"size": 8, "min_path": 8, "train_count": 12,
+                                                        "test_count": 6, "augmentations": 3, "chunk_size": 3}}
+    result = build(tmp_path, cfg, "maze", "--workers", 1, task="maze")
+    assert result.exit_code == 0, result.output
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.core.progress"]
+    made = [re.fullmatch(r"maze originals: (\d+)/(\d+) chunks \(\d+%\), \S+ elapsed, ETA \S+", line) for line in lines]
+    made = [(int(m[1]), int(m[2])) for m in made if m]
+    assert made and all(done <= total for done, total in made), lines
+    written = [re.fullmatch(r"maze (train|test): (\d+)/(\d+) parts written \(\d+%\), .*", line) for line in lines]
+    written = [(m[1], int(m[2]), int(m[3])) for m in written if m]
+    assert ("train", 6) in {(split, total) for split, _, total in written}, lines  # 36 rows, 6 a part
+    assert all(done <= total for _, done, total in written), lines
+    assert len(made) + len(written) == len(lines), lines
 
 
 def test_maze_csv_import_and_bad_row(ray_session, tmp_path):
