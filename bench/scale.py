@@ -1,0 +1,200 @@
+"""The paper's datasets built at full size on this machine, measured (#25, tables 1 and 2).
+
+    python bench/scale.py builds                                  # every paper data config, full size
+    python bench/scale.py builds --only arc-agi-1 --scale 0.01    # a quick look
+    python bench/scale.py memory --only sudoku-extreme-1k --scales 1 4    # peak memory against the row count
+    python bench/scale.py workers --only sudoku-extreme-1k --workers 1 2  # how the build scales
+
+Each build is ``hrm data build`` in a process of its own (an embedded local Ray, ``HRM_PROGRESS=lines``), its whole
+process tree sampled every 0.25 s with psutil (what Ray's dashboard shows per worker): the driver's peak RSS, the
+largest peak of any Ray worker process (``ray::…``: the tasks of both stages), the peak of the sum of all
+processes' RSS (driver, workers and Ray's daemons; pages they share, such as Ray's object store, counted in each: an
+upper bound), wall time, rows, bytes on disk and rows/s per worker. ``--scale``
+multiplies the rows of a config (Sudoku: augmentations; Maze: mazes; ARC: variants per task), so ``memory`` checks
+that a build's memory is bounded by its chunks and parts, not by the dataset. Results are printed as a table and
+appended to ``--json`` (one JSON object a build). The figures depend on the CPU (say which), the row counts do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "pipeline" / "configs"
+PAPER = ("sudoku-extreme-1k", "maze-hard-1k", "arc-agi-1", "arc-agi-2")
+MiB = 1 << 20
+
+
+@dataclass
+class Build:
+    config: str
+    scale: float
+    workers: int | None
+    seconds: float
+    rows: dict
+    bytes_on_disk: int
+    driver_peak_mib: float
+    worker_peak_mib: float  # the largest peak of one Ray worker process
+    workers_seen: int  # Ray worker processes seen during the build
+    total_peak_mib: float  # the peak of the whole tree's summed RSS at one moment (shared pages counted in each)
+    rows_per_s_per_worker: float
+    returncode: int
+
+    def line(self) -> str:
+        rows = self.rows.get("train", 0) + self.rows.get("test", 0)
+        return (f"| {config_file(self.config).stem.removeprefix('data-')} ×{self.scale:g} | {self.workers or 'all'} | {rows:,} | {self.seconds:,.1f} s | "
+                f"{self.bytes_on_disk / 1e6:,.1f} MB | {self.driver_peak_mib:,.0f} MiB | "
+                f"{self.worker_peak_mib:,.0f} MiB ({self.workers_seen}) | {self.total_peak_mib:,.0f} MiB | "
+                f"{self.rows_per_s_per_worker:,.0f} |")
+
+
+HEADER = ("| build | workers | rows | wall | on disk | driver peak | worst Ray worker peak (processes) | all processes "
+          "peak | rows/s per worker |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def config_file(config: str) -> Path:
+    """A paper config's name (``arc-agi-1``: pipeline/configs/data-arc-agi-1.yaml) or a YAML file's path."""
+    return Path(config) if config.endswith((".yaml", ".yml")) else CONFIGS / f"data-{config}.yaml"
+
+
+def scaled(config: str, scale: float) -> dict:
+    """The config's YAML with its row count multiplied by ``scale``."""
+    cfg = yaml.safe_load(config_file(config).read_text())
+    if scale != 1:
+        section = cfg[cfg["task"]]
+        if cfg["task"] == "sudoku":
+            section["augmentations"] = max(1, round(section.get("augmentations", 1000) * scale))
+        elif cfg["task"] == "maze":
+            for key in ("train_count", "test_count"):
+                section[key] = max(1, round(section[key] * scale))
+        else:
+            section["variants"] = max(1, round(section.get("variants", 1000) * scale))
+    return cfg
+
+
+class Sampler:
+    """Peak RSS of a process tree, sampled in a thread: the root, each Ray worker process, and the tree's sum."""
+
+    def __init__(self, pid: int, every_s: float = 0.25):
+        self.root = psutil.Process(pid)
+        self.every_s = every_s
+        self.driver = self.total = 0
+        self.workers: dict[int, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                tree = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for p in tree:
+                try:
+                    rss = p.memory_info().rss
+                    name = p.cmdline()[0] if p.pid != self.root.pid else ""
+                except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+                    continue
+                total += rss
+                if p.pid == self.root.pid:
+                    self.driver = max(self.driver, rss)
+                elif name.startswith("ray::"):
+                    self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
+            self.total = max(self.total, total)
+            self.stop.wait(self.every_s)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def build(config: str, scale: float, workers: int | None, out_root: Path, log_dir: Path) -> Build:
+    """One ``hrm data build`` of ``config`` at ``scale``, measured; its output removed afterwards."""
+    cfg = scaled(config, scale)
+    tag = f"{config_file(config).stem.removeprefix('data-')}-x{scale:g}-w{workers or 'all'}"
+    path, out = out_root / f"{tag}.yaml", out_root / tag
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [str(Path(sys.executable).with_name("hrm")), "data", "build", cfg["task"], "--config", str(path),
+           "--out", str(out)] + (["--workers", str(workers)] if workers else [])
+    env = {**os.environ, "HRM_PROGRESS": "lines"}
+    env.pop("RAY_ADDRESS", None)
+    log_path = log_dir / f"{tag}.log"
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out_root)
+        sampler = Sampler(proc.pid)
+        sampler.thread.start()
+        code = proc.wait()
+        sampler.stop.set()
+        sampler.thread.join()
+    seconds = time.monotonic() - started
+    rows, size = {}, 0
+    if code == 0:
+        rows = json.loads((out / "metadata.json").read_text())["counts"]
+        size = folder_bytes(out)
+    else:
+        print(f"{tag}: hrm data build exited with {code}; its output: {log_path}", file=sys.stderr)
+    subprocess.run(["rm", "-rf", str(out)], check=False)
+    used = workers or psutil.cpu_count()
+    return Build(config=config, scale=scale, workers=workers, seconds=seconds, rows=rows, bytes_on_disk=size,
+                 driver_peak_mib=sampler.driver / MiB,
+                 worker_peak_mib=max(sampler.workers.values(), default=0) / MiB, workers_seen=len(sampler.workers),
+                 total_peak_mib=sampler.total / MiB,
+                 rows_per_s_per_worker=sum(rows.values()) / seconds / used if rows else 0.0, returncode=code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["builds", "memory", "workers"])
+    ap.add_argument("--only", nargs="+", default=None,
+                    help=f"paper configs ({', '.join(PAPER)}; default: all four) or data config files")
+    ap.add_argument("--scale", type=float, default=1.0, help="rows × this (builds, workers)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 4.0], help="memory: the scales compared")
+    ap.add_argument("--workers", type=int, nargs="+", default=None,
+                    help="Ray Data tasks (builds, memory: the first; workers: each, default 1 2)")
+    ap.add_argument("--out", type=Path, default=None, help="where builds go (default: a temp folder)")
+    ap.add_argument("--json", type=Path, default=None, help="append one JSON object a build here")
+    args = ap.parse_args(argv)
+    configs = args.only or (list(PAPER) if args.what == "builds" else ["sudoku-extreme-1k"])
+    out_root = args.out or Path(tempfile.mkdtemp(prefix="hrm-scale-"))
+    out_root.mkdir(parents=True, exist_ok=True)
+    if args.what == "builds":
+        plan = [(c, args.scale, (args.workers or [None])[0]) for c in configs]
+    elif args.what == "memory":
+        plan = [(c, s, (args.workers or [None])[0]) for c in configs for s in args.scales]
+    else:
+        plan = [(c, args.scale, w) for c in configs for w in (args.workers or [1, 2])]
+    print(f"{len(plan)} build(s); logs and builds under {out_root}\n{HEADER}", flush=True)
+    failed = 0
+    for config, scale, workers in plan:
+        result = build(config, scale, workers, out_root, out_root)
+        failed += result.returncode != 0
+        print(result.line(), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps({**asdict(result), "cpu": cpu_name(), "cores": psutil.cpu_count()}) + "\n")
+    return 1 if failed else 0
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
