@@ -42,6 +42,10 @@ def held(client, model_name: str, *, wait_s: float = WAIT_S, stale_s: float = ST
                                            description=f"held while hrm moves an alias of {model_name}; deleted after")
             break
         except MlflowException as err:
+            # A taken name fails with RESOURCE_ALREADY_EXISTS; but MLflow's store looks the taken model up to word
+            # that error, and a holder that released it in between makes it RESOURCE_DOES_NOT_EXIST: free again
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST" and time.monotonic() <= deadline:
+                continue
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         _remove_if_stale(client, name, stale_s)

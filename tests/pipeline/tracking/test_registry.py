@@ -95,3 +95,32 @@ def test_a_lock_left_by_a_dead_holder_is_taken_over_and_a_live_one_waited_for(tm
             with held(MlflowClient(store), "locked", wait_s=0.5):
                 pass
     assert [m.name for m in client.search_registered_models()] == ["locked"]
+
+
+def test_a_lock_released_while_mlflow_words_its_taken_error_is_taken(tmp_path, monkeypatch):
+    """MLflow's store answers a create of a taken name by looking the model up to word its error; a holder that
+    released the lock in between made that a 'not found' error, which failed a promotion (seen once in the race
+    above, in a fresh-clone suite). The waiter takes the lock instead."""
+    import os
+    import time
+
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    from pipeline.tracking.registry_lock import held, lock_name
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    name = lock_name("m")
+    client.create_registered_model(name, tags={"hrm.lock_since": f"{time.time():.3f}"})  # a live holder
+    real_get, released = SqlAlchemyStore.get_registered_model, []
+
+    def released_meanwhile(self, model_name):
+        if model_name == name and not released:  # the holder releases between the failed insert and the look-up
+            released.append(model_name)
+            self.delete_registered_model(model_name)
+        return real_get(self, model_name)
+
+    monkeypatch.setattr(SqlAlchemyStore, "get_registered_model", released_meanwhile)
+    with held(client, "m", wait_s=5):
+        assert released == [name]
+        assert client.get_registered_model(name).tags["hrm.lock_holder"].endswith(f":{os.getpid()}")
+    assert client.search_registered_models() == []
