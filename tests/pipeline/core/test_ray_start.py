@@ -32,6 +32,7 @@ def test_joining_driver_passes_its_settings_except_those_of_the_job(monkeypatch)
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     env = job_env_vars()["env_vars"]
     assert "RAY_TRAIN_ENABLE_STATE_TRACKING" in env and "HRM_PROGRESS" in env
+    assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" in env  # the cluster's Ray Data reads with one footer reader too
     assert "RAY_TRAIN_ENABLE_PRINT_PATCH" not in env  # Ray refuses a driver env var that the job sets too
 
 

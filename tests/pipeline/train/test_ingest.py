@@ -66,6 +66,21 @@ def test_each_worker_reads_only_the_parts_of_its_share(meta, ray_session):
         assert (share["labels"][:, 0] == 0).all() and "example_ids" not in share
 
 
+def test_a_share_is_read_with_one_footer_reader_not_thirty_two(meta, ray_session):
+    """Ray Data 2.60 starts 32 actors to read Parquet footers at every read unless told otherwise (init_ray's
+    RAY_SETTINGS): one share read starts one."""
+    from ray.util.state import list_actors
+
+    def footer_readers() -> set[str]:
+        return {a.actor_id for a in list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000,
+                                                raise_on_missing_output=False)}
+
+    before = footer_readers()
+    data = ShardedTrainData.for_split(meta, shards=2)
+    collect_share(data.share(1, 0).iterator(), 0, 30)
+    assert len(footer_readers() - before) == 1
+
+
 def test_a_share_missing_rows_is_refused(meta, ray_session):
     data = ShardedTrainData.for_split(meta, shards=2)
     with pytest.raises(ValueError, match=r"should hold example ids \[0, 16\) once each; it holds 15 rows"):
