@@ -22,11 +22,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/hrm demo
 
-# Two test processes (pytest-xdist), each running whole modules, the longest ones first (tests/conftest.py): much of
-# the suite waits on Ray, servers and subprocesses, so two processes share 2 cores well. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
 test: setup postgres
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # PostgreSQL (Debian's package) for tests/cluster/test_mlflow_postgres.py: installed when missing if we are root and
 # have apt-get, quietly; never fails the run (without it that test is skipped, saying why).

@@ -52,27 +52,10 @@ def _seed():
 _SHARED_RAY: dict[str, str] = {}  # the GCS address of the suite's local Ray, once started
 
 
-# The longest modules (quiet fresh-clone runs on the 2-core Xeon), longest first: in several test processes
-# (``make test``: pytest-xdist, whole modules to each process) they start first, so that none is left to run alone
-# at the end.
-LONGEST_FIRST = ("cluster/test_two_hosts.py", "pipeline/tune/test_tune.py", "cluster/test_commands.py",
-                 "pipeline/train/test_train.py", "pipeline/train/test_s3_training.py",
-                 "pipeline/benchmark/test_bench_reasoning.py", "bench/test_scale.py", "pipeline/test_demo.py",
-                 "pipeline/serving/test_serve_limits.py", "cluster/test_mlflow_postgres.py",
-                 "pipeline/data/test_data_s3.py", "pipeline/tracking/test_buffer.py", "notebooks/test_notebooks.py")
-
-
 def pytest_collection_modifyitems(config, items):
-    """Module order. In one process: the modules that use the suite's Ray (``ray_session``) run last, one after
-    another, so that Ray starts once and idles beside no other test (~0.1 core of its daemons). In several
-    (pytest-xdist): :data:`LONGEST_FIRST`, then the rest. Tests keep their order inside a module."""
+    """The modules that use the suite's Ray (``ray_session``) run last, one after another, each in its usual order:
+    Ray then starts once and does not idle beside the other tests (~0.1 core of its daemons)."""
     module = {item: item.getparent(pytest.Module) for item in items}
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-        where = {m: rank.get(Path(str(m.path)).relative_to(Path(__file__).parent).as_posix(), len(rank))
-                 for m in set(module.values())}
-        items.sort(key=lambda item: where[module[item]])  # stable: the rest keep their order
-        return
     uses_ray = {module[item] for item in items if "ray_session" in getattr(item, "fixturenames", ())}
     items[:] = [i for i in items if module[i] not in uses_ray] + [i for i in items if module[i] in uses_ray]
 
