@@ -132,7 +132,7 @@ def write_split(name: str, jobs: list[Job], cfg, skip_invalid: bool, workers: in
         augment_and_encode, fn_kwargs={"cfg": cfg, "skip_invalid": skip_invalid}, batch_size=1,
         batch_format="numpy", compute=worker_pool(workers), num_cpus=1)
     def written(elapsed: float) -> str:  # one part a job: the parts there (the last may be still being written)
-        parts = sum(name.endswith(".parquet") for name in storage.list_files(folder))
+        parts = sum(file.endswith(".parquet") for file in storage.list_files(folder))
         return stage_line(name, parts, len(jobs), "parts written", elapsed)
 
     with ordered(), no_retries_when_the_store_is_gone(), Heartbeat(written):
