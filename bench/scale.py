@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,10 @@ from pathlib import Path
 import psutil
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "pipeline" / "configs"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.core.config_io import CONFIGS  # noqa: E402
+from pipeline.core.precision import cpu_capability, cpu_name  # noqa: E402
+
 PAPER = ("sudoku-extreme-1k", "maze-hard-1k", "arc-agi-1", "arc-agi-2")
 MiB = 1 << 20
 
@@ -147,7 +150,7 @@ def build(config: str, scale: float, workers: int | None, out_root: Path, log_di
         size = folder_bytes(out)
     else:
         print(f"{tag}: hrm data build exited with {code}; its output: {log_path}", file=sys.stderr)
-    subprocess.run(["rm", "-rf", str(out)], check=False)
+    shutil.rmtree(out, ignore_errors=True)
     used = workers or psutil.cpu_count()
     return Build(config=config, scale=scale, workers=workers, seconds=seconds, rows=rows, bytes_on_disk=size,
                  driver_peak_mib=sampler.driver / MiB,
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(c, s, (args.workers or [None])[0]) for c in configs for s in args.scales]
     else:
         plan = [(c, args.scale, w) for c in configs for w in (args.workers or [1, 2])]
-    print(f"{len(plan)} build(s); logs and builds under {out_root}\n{HEADER}", flush=True)
+    print(f"{len(plan)} build(s) on {cpu_name()} ({cpu_capability()}, {psutil.cpu_count()} CPUs); logs and builds "
+          f"under {out_root}\n{HEADER}", flush=True)
     failed = 0
     for config, scale, workers in plan:
         result = build(config, scale, workers, out_root, out_root)
@@ -185,15 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         print(result.line(), flush=True)
         if args.json:
             with open(args.json, "a") as f:
-                f.write(json.dumps({**asdict(result), "cpu": cpu_name(), "cores": psutil.cpu_count()}) + "\n")
+                f.write(json.dumps({**asdict(result), "cpu": cpu_name(), "cpu_capability": cpu_capability(),
+                                    "cores": psutil.cpu_count()}) + "\n")
     return 1 if failed else 0
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
