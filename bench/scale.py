@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="append one JSON object a build here")
     args = ap.parse_args(argv)
     configs = args.only or (list(PAPER) if args.what == "builds" else ["sudoku-extreme-1k"])
+    missing = [c for c in configs if not config_file(c).is_file()]
+    if missing:
+        ap.error(f"no data config {', '.join(str(config_file(c)) for c in missing)} (a paper config: "
+                 f"{', '.join(PAPER)}, or a YAML file)")
     out_root = args.out or Path(tempfile.mkdtemp(prefix="hrm-scale-"))
     out_root.mkdir(parents=True, exist_ok=True)
     if args.what == "builds":
