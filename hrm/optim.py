@@ -11,18 +11,59 @@ import torch.distributed as dist
 from hrm.sparse_embedding import PuzzleEmbedding
 
 
-class AdamAtan2(torch.optim.Optimizer):
+class AdamAtan2:
     """Adam with atan2 in place of the ε-division (Everett et al. 2024), decoupled weight decay.
 
     m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  m̂, v̂ bias-corrected;
     p ← p·(1 − lr·wd) − lr·a·atan2(m̂, b·√v̂)
+
+    A plain class with torch.optim.Optimizer's interface as used here (``param_groups``, ``state``, ``step``,
+    ``zero_grad``, ``state_dict``/``load_state_dict`` in the same format, so a checkpoint of either loads in the
+    other). Not a subclass: torch.optim.Optimizer's methods import torch._dynamo at their first call, ~1 s of CPU in
+    every training process, which plain eager PyTorch never needs.
     """
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0,
                  a: float = 1.27, b: float = 1.0):
         if lr < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid AdamAtan2 settings: lr={lr}, betas={betas}, weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, a=a, b=b))
+        params = list(params)
+        if not params or not all(isinstance(p, torch.Tensor) for p in params):
+            raise ValueError("AdamAtan2 takes a non-empty iterable of tensors (one parameter group)")
+        self.param_groups = [dict(params=params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, a=a, b=b)]
+        self.state: dict[torch.Tensor, dict] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
+
+    def state_dict(self) -> dict:
+        """torch.optim.Optimizer's format: per-parameter state keyed by the parameter's index, the group's settings
+        with ``params`` as those indices."""
+        params = self.param_groups[0]["params"]
+        index = {id(p): i for i, p in enumerate(params)}
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"state": {index[id(p)]: state for p, state in self.state.items()},
+                "param_groups": [{**group, "params": list(range(len(params)))}]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Put back a :meth:`state_dict` (or torch.optim.Optimizer's of the same parameters): the moments are moved to
+        each parameter's device and dtype, the step counts kept as they are."""
+        (saved,) = state_dict["param_groups"]
+        params = self.param_groups[0]["params"]
+        if len(saved["params"]) != len(params):
+            raise ValueError(f"the saved optimizer state holds {len(saved['params'])} parameters, this optimizer "
+                             f"{len(params)}")
+        by_index = dict(zip(saved["params"], params))
+        self.state = {by_index[int(i)]: {k: v.to(device=by_index[int(i)].device, dtype=by_index[int(i)].dtype)
+                                         if torch.is_tensor(v) and k != "step" and v.is_floating_point() else v
+                                         for k, v in state.items()}
+                      for i, state in state_dict["state"].items()}
+        self.param_groups[0].update({k: v for k, v in saved.items() if k != "params"})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -34,7 +75,7 @@ class AdamAtan2(torch.optim.Optimizer):
             beta1, beta2 = group["betas"]
             lr, wd, a, b = group["lr"], group["weight_decay"], group["a"], group["b"]
             for p in params:
-                state = self.state[p]
+                state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -10,11 +10,14 @@ worker at G train on identical batches (same K), and a resumed run skips to the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pipeline.data.loader import IGNORE_LABEL
+
+if TYPE_CHECKING:
+    import torch
 
 Rows = dict[str, np.ndarray]
 
@@ -90,7 +93,11 @@ class ShardedBatches:
 
 
 def to_torch(rows: Rows, device: torch.device | str) -> dict[str, torch.Tensor]:
-    """Loader arrays -> model batch: ``inputs``, ``labels`` (−100 = ignore) and ``puzzle_ids`` as int64 tensors."""
+    """Loader arrays -> model batch: ``inputs``, ``labels`` (−100 = ignore) and ``puzzle_ids`` as int64 tensors.
+    (torch is imported here, not with the module: Ray Train's dataset actor unpickles the ingest config, which imports
+    this module, and needs no torch: 1.2 s of CPU a run.)"""
+    import torch
+
     return {"inputs": torch.as_tensor(rows["inputs"], dtype=torch.long, device=device),
             "labels": torch.as_tensor(rows["labels"], dtype=torch.long, device=device),
             "puzzle_ids": torch.as_tensor(rows["puzzle_ids"], dtype=torch.long, device=device)}

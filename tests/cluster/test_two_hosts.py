@@ -30,9 +30,11 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 HEAD_IP, WORKER_IP, PREFIX = "10.231.0.1", "10.231.0.2", 24
 DASHBOARD = f"http://{HEAD_IP}:8265"
-# 112 training rows at global batch 8: 14 steps an epoch. The worker host is cut off once MLflow shows step 6 (a
-# checkpoint is kept every 4 steps); the run restarts from a checkpoint and crosses into its second epoch.
-MAX_STEPS, CUT_AT = 16, 6
+# 112 training rows at global batch 8: 14 steps an epoch. A checkpoint is kept every EVERY steps; the worker host is
+# cut off once MLflow shows step CUT_AT, one past the first checkpoint, which leaves the cut the 7 steps before the
+# next checkpoint (the steps take ~0.25 s here, polled every 0.2 s): the run restarts from the checkpoint of step 8,
+# trains the steps it had logged again (logged once), and crosses into its second epoch.
+MAX_STEPS, EVERY, CUT_AT = 16, 8, 9
 # Quicker than Ray's defaults, so that a cut-off host is declared dead in seconds, but not so quick that a loaded
 # 2-core machine misses them: with a 1 s timeout and 3 misses, the replacement host, busy starting its workers, was
 # once declared dead too (the job then waited out its 600 s).
@@ -110,17 +112,27 @@ def wait_for(what: str, check, timeout: float, every: float = 1.0, explain=lambd
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{explain()}")
 
 
+# Polling asks the head's dashboard over HTTP from a stdlib-only Python (~20 ms of CPU): a `ray.init` or a
+# JobSubmissionClient per poll costs a second or more of CPU, and polled twice a second it took a core of this
+# 2-core machine from the cluster it was waiting for.
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())"
+
+
+def dashboard_get(hosts: Hosts, path: str):
+    """The JSON the head's dashboard answers at ``path`` (asked from the head host), None when it does not."""
+    out = hosts.run(0, str(BIN / "python"), "-I", "-c", FETCH, f"{DASHBOARD}{path}", timeout=60)
+    try:
+        return json.loads(out.stdout) if out.returncode == 0 else None
+    except json.JSONDecodeError:
+        return None
+
+
 def alive_nodes(hosts: Hosts) -> list[str]:
-    """Node IPs the head's GCS counts alive (asked from the head's namespace)."""
-    out = hosts.run(0, str(BIN / "python"), "-c",
-                    f"import json, ray; ray.init(address='{HEAD_IP}:6379', logging_level='ERROR');"
-                    "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))",
-                    timeout=90)
-    if out.returncode != 0:
+    """Node IPs the head's GCS counts alive (its state API, asked from the head's namespace)."""
+    answer = dashboard_get(hosts, "/api/v0/nodes?limit=100")
+    if not answer or not answer.get("result"):
         return []
-    # Ray may log after the answer (e.g. "raylet has lagging heartbeats" on a loaded machine): take the JSON line
-    lines = [line for line in out.stdout.splitlines() if line.startswith("[")]
-    return json.loads(lines[-1]) if lines else []
+    return [n["node_ip"] for n in answer["data"]["result"]["result"] if n["state"] == "ALIVE"]
 
 
 def join_worker_host(hosts: Hosts, name: str, args: list[str], tries: int = 3) -> None:
@@ -141,11 +153,9 @@ def join_worker_host(hosts: Hosts, name: str, args: list[str], tries: int = 3) -
 
 
 def job_status(hosts: Hosts, job_id: str) -> str:
-    """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (asked from the head host through the Jobs API)."""
-    out = hosts.run(0, str(BIN / "python"), "-c",
-                    "import sys; from ray.job_submission import JobSubmissionClient;"
-                    f"print(JobSubmissionClient('{DASHBOARD}').get_job_status(sys.argv[1]).value)", job_id, timeout=60)
-    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else "UNKNOWN"
+    """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (the Jobs API, asked from the head host)."""
+    answer = dashboard_get(hosts, f"/api/jobs/{job_id}")
+    return answer["status"] if isinstance(answer, dict) and "status" in answer else "UNKNOWN"
 
 
 def job(hosts: Hosts, command: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -192,7 +202,7 @@ def write_job_folder(folder: Path, shared: Path) -> None:
     (folder / "train.yaml").write_text(yaml.safe_dump({
         "name": "two-hosts", "data": "data/tiny", "flavour": "debug",
         "model": {"halt_max_steps": 2, "halt_exploration_prob": 0.0}, "global_batch_size": 8,
-        "epochs": 20, "max_steps": MAX_STEPS, "eval_interval": 4, "log_interval": 1, "eval_limit": 8,
+        "epochs": 20, "max_steps": MAX_STEPS, "eval_interval": EVERY, "log_interval": 1, "eval_limit": 8,
         "eval_samples": 1,
         "optim": {"lr": 1e-3, "lr_warmup_steps": 2}, "max_failures": 4, "storage_path": str(shared / "runs"),
         "scaling": {"num_workers": 2, "cpus_per_worker": 2},  # 3 CPUs a host: one worker each, 1 CPU for Ray Data
@@ -249,7 +259,7 @@ def test_train_job_spans_two_hosts_and_survives_losing_one(hosts, tmp_path):
         steps = train_steps(uri)[1]
         return max(steps, default=0) >= CUT_AT and steps
 
-    steps_at_cut = wait_for(f"training step {CUT_AT}", progressed, timeout=300, every=0.5, explain=logs_tail)
+    steps_at_cut = wait_for(f"training step {CUT_AT}", progressed, timeout=300, every=0.2, explain=logs_tail)
     assert max(steps_at_cut) < MAX_STEPS, "training finished before the worker host was cut off"
 
     # Cut the worker host off: its link goes down, then the host dies. A replacement host joins at its address.
@@ -289,5 +299,7 @@ def test_train_job_spans_two_hosts_and_survives_losing_one(hosts, tmp_path):
     assert max(steps) == MAX_STEPS and set(steps) == set(range(1, MAX_STEPS + 1))
     assert len(steps) == len(set(steps)), "a step trained twice after the restart was logged twice"
     tags = MlflowClient(uri).get_run(run_id).data.tags
-    assert any(k.startswith("hrm.replayed_from_step_") for k in tags), "no note of steps replayed from a checkpoint"
+    replayed = [k for k in tags if k.startswith("hrm.replayed_from_step_")]
+    assert replayed == [f"hrm.replayed_from_step_{EVERY}"], f"restarted from {replayed}, not the checkpoint of step " \
+                                                           f"{EVERY} (cut at step {max(steps_at_cut)})"
     assert MlflowClient(uri).get_model_version_by_alias("hrm-two-hosts", "champion").run_id == run_id
