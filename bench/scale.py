@@ -4,6 +4,8 @@
     python bench/scale.py builds --only arc-agi-1 --scale 0.01    # a quick look
     python bench/scale.py memory --only sudoku-extreme-1k --scales 1 4    # peak memory against the row count
     python bench/scale.py workers --only sudoku-extreme-1k --workers 1 2  # how the build scales
+    python bench/scale.py builds --only maze-hard-1k --out /data --keep   # kept: /data/maze-hard-1k-x1-wall
+    python bench/scale.py ingest --train maze-hard-1k --data /data/maze-hard-1k-x1-wall   # bench/headroom.py
 
 Each build is ``hrm data build`` in a process of its own (an embedded local Ray, ``HRM_PROGRESS=lines``), its whole
 process tree sampled every 0.25 s with psutil (what Ray's dashboard shows per worker): the driver's peak RSS, the
@@ -57,7 +59,8 @@ class Build:
 
     def line(self) -> str:
         rows = self.rows.get("train", 0) + self.rows.get("test", 0)
-        return (f"| {config_file(self.config).stem.removeprefix('data-')} ×{self.scale:g} | {self.workers or 'all'} | {rows:,} | {self.seconds:,.1f} s | "
+        name = config_file(self.config).stem.removeprefix("data-")
+        return (f"| {name} ×{self.scale:g} | {self.workers or 'all'} | {rows:,} | {self.seconds:,.1f} s | "
                 f"{self.bytes_on_disk / 1e6:,.1f} MB | {self.driver_peak_mib:,.0f} MiB | "
                 f"{self.worker_peak_mib:,.0f} MiB ({self.workers_seen}) | {self.total_peak_mib:,.0f} MiB | "
                 f"{self.rows_per_s_per_worker:,.0f} |")
@@ -124,8 +127,8 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def build(config: str, scale: float, workers: int | None, out_root: Path, log_dir: Path) -> Build:
-    """One ``hrm data build`` of ``config`` at ``scale``, measured; its output removed afterwards."""
+def build(config: str, scale: float, workers: int | None, out_root: Path, log_dir: Path, keep: bool = False) -> Build:
+    """One ``hrm data build`` of ``config`` at ``scale``, measured; its output removed afterwards unless ``keep``."""
     cfg = scaled(config, scale)
     tag = f"{config_file(config).stem.removeprefix('data-')}-x{scale:g}-w{workers or 'all'}"
     path, out = out_root / f"{tag}.yaml", out_root / tag
@@ -150,7 +153,8 @@ def build(config: str, scale: float, workers: int | None, out_root: Path, log_di
         size = folder_bytes(out)
     else:
         print(f"{tag}: hrm data build exited with {code}; its output: {log_path}", file=sys.stderr)
-    shutil.rmtree(out, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
     used = workers or psutil.cpu_count()
     return Build(config=config, scale=scale, workers=workers, seconds=seconds, rows=rows, bytes_on_disk=size,
                  driver_peak_mib=sampler.driver / MiB,
@@ -161,7 +165,7 @@ def build(config: str, scale: float, workers: int | None, out_root: Path, log_di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["builds", "memory", "workers"])
+    ap.add_argument("what", choices=["builds", "memory", "workers", "ingest"])
     ap.add_argument("--only", nargs="+", default=None,
                     help=f"paper configs ({', '.join(PAPER)}; default: all four) or data config files")
     ap.add_argument("--scale", type=float, default=1.0, help="rows × this (builds, workers)")
@@ -170,7 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="Ray Data tasks (builds, memory: the first; workers: each, default 1 2)")
     ap.add_argument("--out", type=Path, default=None, help="where builds go (default: a temp folder)")
     ap.add_argument("--json", type=Path, default=None, help="append one JSON object a build here")
+    ap.add_argument("--keep", action="store_true", help="keep each build's dataset under --out")
+    ap.add_argument("--train", nargs="+", default=None,
+                    help="ingest: paper training configs (sudoku-extreme-1k: pipeline/configs/train-sudoku-extreme-1k"
+                         ".yaml) or YAML files, one per --data")
+    ap.add_argument("--data", type=Path, nargs="+", default=None, help="ingest: a built dataset per --train")
+    ap.add_argument("--seconds", type=float, default=5.0, help="ingest: seconds of batch assembly timed")
     args = ap.parse_args(argv)
+    if args.what == "ingest":
+        return ingest(ap, args)
     configs = args.only or (list(PAPER) if args.what == "builds" else ["sudoku-extreme-1k"])
     missing = [c for c in configs if not config_file(c).is_file()]
     if missing:
@@ -188,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
           f"under {out_root}\n{HEADER}", flush=True)
     failed = 0
     for config, scale, workers in plan:
-        result = build(config, scale, workers, out_root, out_root)
+        result = build(config, scale, workers, out_root, out_root, keep=args.keep)
         failed += result.returncode != 0
         print(result.line(), flush=True)
         if args.json:
@@ -196,6 +208,41 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps({**asdict(result), "cpu": cpu_name(), "cpu_capability": cpu_capability(),
                                     "cores": psutil.cpu_count()}) + "\n")
     return 1 if failed else 0
+
+
+def train_file(config: str) -> Path:
+    """A paper training config's name (``maze-hard-1k``: pipeline/configs/train-maze-hard-1k.yaml) or a YAML file."""
+    return Path(config) if config.endswith((".yaml", ".yml")) else CONFIGS / f"train-{config}.yaml"
+
+
+def ingest(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Table 3: bench/headroom.py for each (training config, built dataset), at each worker count."""
+    from bench.headroom import GOAL, HEADER
+    from bench.headroom import measure as headroom
+    from pipeline.core.ray_start import init_ray
+    from pipeline.train.config import load_train_config
+
+    if not args.train or not args.data or len(args.train) != len(args.data):
+        ap.error("ingest needs --train and --data, one dataset per training config")
+    missing = [str(train_file(t)) for t in args.train if not train_file(t).is_file()]
+    missing += [f"{d} (no metadata.json: build it first)" for d in args.data if not (d / "metadata.json").is_file()]
+    if missing:
+        ap.error(f"not found: {', '.join(missing)}")
+    configs = [load_train_config(train_file(t), {"data": str(d)}) for t, d in zip(args.train, args.data)]
+    init_ray()
+    workers = args.workers or [1, 8, 64]
+    print(f"ingest on {cpu_name()} ({cpu_capability()}, {psutil.cpu_count()} CPUs)\n{HEADER}", flush=True)
+    short = 0
+    for cfg, data in zip(configs, args.data):
+        for w in workers:
+            row = headroom(str(data), cfg.global_batch_size, cfg.shards, w, seconds=args.seconds)
+            short += row.ratio < GOAL
+            print(row.line(), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps({**asdict(row), "train": cfg.name, "data": str(data), "cpu": cpu_name(),
+                                        "cpu_capability": cpu_capability()}) + "\n")
+    return 1 if short else 0
 
 
 if __name__ == "__main__":
