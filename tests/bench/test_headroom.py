@@ -31,7 +31,7 @@ def test_worker_zero_reads_its_share_and_assembles_batches(dataset, workers):
     assert row.task == "sudoku" and row.workers == workers and row.local_batch == 8 // workers
     assert row.rows == (8 // workers) * n // 8  # its shards: shard k holds ids [k·n/8, (k+1)·n/8)
     assert row.share_mib * (1 << 20) == row.rows * (2 * seq_len + 4)  # uint8 inputs and labels, int32 puzzle ids
-    assert row.read_s > 0 and 1 <= row.batches <= n // 8
+    assert row.read_s > 0 and 1 <= row.batches <= 500  # epochs on for 0.3 s, at most 500 batches
     assert row.tokens_per_s == pytest.approx(row.examples_per_s * seq_len)
     assert row.demand == GPU_DEMAND["sudoku"][0] and row.ratio == pytest.approx(row.examples_per_s / row.demand)
 
