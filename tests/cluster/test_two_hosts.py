@@ -112,9 +112,8 @@ def wait_for(what: str, check, timeout: float, every: float = 1.0, explain=lambd
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{explain()}")
 
 
-# Polling asks the head's dashboard over HTTP from a stdlib-only Python (~20 ms of CPU): a `ray.init` or a
-# JobSubmissionClient per poll costs a second or more of CPU, and polled twice a second it took a core of this
-# 2-core machine from the cluster it was waiting for.
+# Polling asks the head's dashboard over HTTP from a stdlib-only Python (~20 ms of CPU a poll): a process that runs
+# `ray.init` or a JobSubmissionClient costs a second or more of CPU a poll, taken from the cluster being waited for.
 FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())"
 
 
