@@ -70,9 +70,10 @@ HEADER = ("| build | workers | rows | wall | on disk | driver peak | worst Ray w
           "peak | rows/s per worker |\n|---|---|---|---|---|---|---|---|---|")
 
 
-def config_file(config: str) -> Path:
-    """A paper config's name (``arc-agi-1``: pipeline/configs/data-arc-agi-1.yaml) or a YAML file's path."""
-    return Path(config) if config.endswith((".yaml", ".yml")) else CONFIGS / f"data-{config}.yaml"
+def config_file(config: str, kind: str = "data") -> Path:
+    """A paper config's name (``arc-agi-1``: pipeline/configs/<kind>-arc-agi-1.yaml, ``kind`` data or train) or a
+    YAML file's path."""
+    return Path(config) if config.endswith((".yaml", ".yml")) else CONFIGS / f"{kind}-{config}.yaml"
 
 
 def scaled(config: str, scale: float) -> dict:
@@ -210,11 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def train_file(config: str) -> Path:
-    """A paper training config's name (``maze-hard-1k``: pipeline/configs/train-maze-hard-1k.yaml) or a YAML file."""
-    return Path(config) if config.endswith((".yaml", ".yml")) else CONFIGS / f"train-{config}.yaml"
-
-
 def ingest(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Table 3: bench/headroom.py for each (training config, built dataset), at each worker count."""
     from bench.headroom import GOAL, HEADER
@@ -224,11 +220,11 @@ def ingest(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if not args.train or not args.data or len(args.train) != len(args.data):
         ap.error("ingest needs --train and --data, one dataset per training config")
-    missing = [str(train_file(t)) for t in args.train if not train_file(t).is_file()]
+    missing = [str(config_file(t, "train")) for t in args.train if not config_file(t, "train").is_file()]
     missing += [f"{d} (no metadata.json: build it first)" for d in args.data if not (d / "metadata.json").is_file()]
     if missing:
         ap.error(f"not found: {', '.join(missing)}")
-    configs = [load_train_config(train_file(t), {"data": str(d)}) for t, d in zip(args.train, args.data)]
+    configs = [load_train_config(config_file(t, "train"), {"data": str(d)}) for t, d in zip(args.train, args.data)]
     init_ray()
     workers = args.workers or [1, 8, 64]
     print(f"ingest on {cpu_name()} ({cpu_capability()}, {psutil.cpu_count()} CPUs)\n{HEADER}", flush=True)

@@ -59,10 +59,12 @@ class AdamAtan2:
             raise ValueError(f"the saved optimizer state holds {len(saved['params'])} parameters, this optimizer "
                              f"{len(params)}")
         by_index = dict(zip(saved["params"], params))
-        self.state = {by_index[int(i)]: {k: v.to(device=by_index[int(i)].device, dtype=by_index[int(i)].dtype)
-                                         if torch.is_tensor(v) and k != "step" and v.is_floating_point() else v
-                                         for k, v in state.items()}
-                      for i, state in state_dict["state"].items()}
+        self.state = {}
+        for i, state in state_dict["state"].items():
+            p = by_index[int(i)]
+            self.state[p] = {k: v.to(device=p.device, dtype=p.dtype)
+                             if k != "step" and torch.is_tensor(v) and v.is_floating_point() else v
+                             for k, v in state.items()}
         self.param_groups[0].update({k: v for k, v in saved.items() if k != "params"})
 
     @torch.no_grad()

@@ -33,7 +33,7 @@ def test_worker_zero_reads_its_share_and_assembles_batches(dataset, workers):
     assert row.share_mib * (1 << 20) == row.rows * (2 * seq_len + 4)  # uint8 inputs and labels, int32 puzzle ids
     assert row.read_s > 0 and 1 <= row.batches <= 500  # epochs on for 0.3 s, at most 500 batches
     assert row.tokens_per_s == pytest.approx(row.examples_per_s * seq_len)
-    assert row.demand == GPU_DEMAND["sudoku"][0] and row.ratio == pytest.approx(row.examples_per_s / row.demand)
+    assert row.demand == GPU_DEMAND["sudoku"] and row.ratio == pytest.approx(row.examples_per_s / row.demand)
 
 
 def test_the_ingest_verb_prints_a_row_per_worker_count_and_refuses_what_is_missing(dataset, tmp_path, capsys):
