@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.flops import step_flops  # noqa: E402
 from hrm.config import FLAVOURS, model_config  # noqa: E402
+from hrm.flops import step_flops  # noqa: E402
 from hrm.model import HRM  # noqa: E402
 from hrm.step import OptimConfig, build_optimizers, train_step  # noqa: E402
 from pipeline.core.precision import resolve_dtype  # noqa: E402

@@ -109,11 +109,12 @@ def _register() -> None:
     from pipeline.cli.bench import bench
     from pipeline.cli.data import data
     from pipeline.cli.demo import demo
+    from pipeline.cli.plan import plan
     from pipeline.cli.train import train
     from pipeline.cli.tune import tune
     from pipeline.cli.use import evaluate, serve, solve
 
-    for command in (demo, data, train, evaluate, solve, serve, tune, bench):
+    for command in (demo, data, plan, train, evaluate, solve, serve, tune, bench):
         main.add_command(command)
 
 

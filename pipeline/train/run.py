@@ -41,15 +41,19 @@ class Outcome:
 
 
 def training_state_size(model_cfg, *, ema: bool) -> tuple[int, int]:
-    """(parameters, bytes a worker holds for them in training): float32 weights, gradients and Adam's two moments,
-    plus an EMA copy; activations come on top. Counted on the meta device: nothing is allocated."""
+    """(parameters, bytes a worker holds for them in training): float32 weights, gradients and Adam's two moments
+    of the network, plus an EMA copy; of the puzzle-embedding table (ARC's: most of the parameters) the weights and
+    their EMA copy only (SignSGD updates the rows a batch used, from gradients of those rows). Activations come on
+    top. Counted on the meta device: nothing is allocated."""
     import torch
 
     from hrm.model import HRM
 
     with torch.device("meta"):
-        params = HRM(model_cfg).num_parameters()
-    return params, params * 4 * (4 + int(ema))
+        model = HRM(model_cfg)
+    params = model.num_parameters()
+    table = model.puzzle_emb.weight.numel() if model.puzzle_emb is not None else 0
+    return params, (params - table) * 4 * (4 + int(ema)) + table * 4 * (1 + int(ema))
 
 
 def _bytes(n: float) -> str:

@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "Run the whole pipeline on an embedded local Ray and a local MLflow store.",
     "eval": "Evaluate a registered model on a dataset split and print the metrics.",
     "info": "Print a model flavour's config and size, and this machine as a bug report needs it.",
+    "plan": "What a training run will need, before it runs: data, steps, model, FLOPs, memory, time, what is lacking.",
     "serve": "Serve a registered model over REST (MLflow's scoring server: POST /invocations, GET /ping).",
     "solve": "Solve one puzzle with a registered model and print the answer.",
     "train": "Train HRM on Ray Train; track it in MLflow; register the model.",
@@ -33,6 +34,7 @@ OPTIONS = {  # each command's options and arguments, in order
     "eval": ["--model", "--tracking-uri", "--data", "--split", "--limit", "--batch-size",
              "--max-steps", "--votes", "--seed", "--trust-model-files", "--experiment", "--log"],  # #11, #31
     "info": ["--flavour"],
+    "plan": ["--config", "--set", "--probe", "--json"],  # #25
     "serve": ["--model", "--tracking-uri", "--host", "--port", "--workers", "--env-manager", "--max-puzzles",
               "--max-work", "--batch", "--max-bytes", "--trust-model-files", "--grace-seconds"],  # #31: work, bytes, trust
     "solve": ["--model", "--tracking-uri", "--adaptive", "--max-steps", "--votes", "--trust-model-files", "puzzle",

@@ -128,16 +128,20 @@ def test_model_memory_is_counted_without_allocating_and_warned():
     from pipeline.train.config import load_train_config
     from pipeline.train.run import memory_warning, training_state_size
 
-    small = model_config("debug", vocab_size=8, seq_len=16)
+    small = model_config("debug", vocab_size=8, seq_len=16)  # a puzzle table of 1 row
     params, state = training_state_size(small, ema=True)
-    assert params == HRM(small).num_parameters() and state == params * 4 * 5
+    assert params == HRM(small).num_parameters() and state == (params - small.emb_dim) * 4 * 5 + small.emb_dim * 8
     huge = model_config("demo", hidden_size=1 << 20, num_heads=1 << 12, vocab_size=8, seq_len=36)
     params, state = training_state_size(huge, ema=False)  # 35 trillion parameters: a meta count, no memory
-    assert params > 3e13 and state == params * 16
+    assert params > 3e13 and state == (params - huge.emb_dim) * 16 + huge.emb_dim * 4
     cfg = load_train_config(None, {"scaling.num_workers": 2})
     message = memory_warning(state, params, cfg, cluster_memory=16e9)
     assert f"{params:,} parameters" in message and "8 GB of memory a worker can have" in message
     assert memory_warning(10**6, 10**5, cfg, cluster_memory=16e9) is None
+    arc = model_config("debug", vocab_size=12, seq_len=900, num_puzzle_identifiers=50_000)  # a 50,000-row table
+    table = HRM(arc).puzzle_emb.weight.numel()
+    params, state = training_state_size(arc, ema=True)
+    assert table == 50_000 * arc.emb_dim and state == (params - table) * 4 * 5 + table * 4 * 2  # weights and EMA
 
 
 @pytest.mark.parametrize("files, fresh_start", [

@@ -1,9 +1,9 @@
-"""The benchmark's FLOP count against the issue's figure: one HRM Sudoku step ≈ 27.5 TFLOP (64 block passes)."""
+"""The model FLOP count (hrm/flops.py) against the issue's figure: one HRM Sudoku step ≈ 27.5 TFLOP (64 block passes)."""
 
 import pytest
 
-from bench.flops import block_passes, step_flops
 from hrm.config import model_config
+from hrm.flops import block_passes, step_flops
 
 
 def test_paper_step_is_64_block_passes_and_27_5_tflop_of_linears():

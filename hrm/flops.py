@@ -1,4 +1,5 @@
-"""Model FLOPs of one HRM training step, counted from the config (matrix products; attention scores included)."""
+"""Model FLOPs of one HRM training step, counted from the config (matrix products; attention scores included):
+what `bench/step.py` divides by its step time and `hrm plan` multiplies by the steps of a run."""
 
 from __future__ import annotations
 
