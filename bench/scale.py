@@ -1,4 +1,4 @@
-"""The paper's datasets built at full size on this machine, measured (#25, tables 1 and 2).
+"""The paper's datasets built at full size on this machine, measured (#25, tables 1 to 4).
 
     python bench/scale.py builds                                  # every paper data config, full size
     python bench/scale.py builds --only arc-agi-1 --scale 0.01    # a quick look
@@ -6,6 +6,8 @@
     python bench/scale.py workers --only sudoku-extreme-1k --workers 1 2  # how the build scales
     python bench/scale.py builds --only maze-hard-1k --out /data --keep   # kept: /data/maze-hard-1k-x1-wall
     python bench/scale.py ingest --train maze-hard-1k --data /data/maze-hard-1k-x1-wall   # bench/headroom.py
+    python bench/scale.py steps --train maze-hard-1k maze-hard-1k-trm --data /data/maze-hard-1k-x1-wall \
+        /data/maze-hard-1k-x1-wall                       # the paper models' steps on CPU: bench/paper_steps.py
 
 Each build is ``hrm data build`` in a process of its own (an embedded local Ray, ``HRM_PROGRESS=lines``), its whole
 process tree sampled every 0.25 s with psutil (what Ray's dashboard shows per worker): the driver's peak RSS, the
@@ -26,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.sampler import Sampler  # noqa: E402
 from pipeline.core.config_io import CONFIGS  # noqa: E402
 from pipeline.core.precision import cpu_capability, cpu_name  # noqa: E402
 
@@ -91,39 +93,6 @@ def scaled(config: str, scale: float) -> dict:
     return cfg
 
 
-class Sampler:
-    """Peak RSS of a process tree, sampled in a thread: the root, each Ray worker process, and the tree's sum."""
-
-    def __init__(self, pid: int, every_s: float = 0.25):
-        self.root = psutil.Process(pid)
-        self.every_s = every_s
-        self.driver = self.total = 0
-        self.workers: dict[int, int] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                tree = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            total = 0
-            for p in tree:
-                try:
-                    rss = p.memory_info().rss
-                    name = p.cmdline()[0] if p.pid != self.root.pid else ""
-                except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
-                    continue
-                total += rss
-                if p.pid == self.root.pid:
-                    self.driver = max(self.driver, rss)
-                elif name.startswith("ray::"):
-                    self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
-            self.total = max(self.total, total)
-            self.stop.wait(self.every_s)
-
-
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -166,7 +135,7 @@ def build(config: str, scale: float, workers: int | None, out_root: Path, log_di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["builds", "memory", "workers", "ingest"])
+    ap.add_argument("what", choices=["builds", "memory", "workers", "ingest", "steps"])
     ap.add_argument("--only", nargs="+", default=None,
                     help=f"paper configs ({', '.join(PAPER)}; default: all four) or data config files")
     ap.add_argument("--scale", type=float, default=1.0, help="rows × this (builds, workers)")
@@ -177,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="append one JSON object a build here")
     ap.add_argument("--keep", action="store_true", help="keep each build's dataset under --out")
     ap.add_argument("--train", nargs="+", default=None,
-                    help="ingest: paper training configs (sudoku-extreme-1k: pipeline/configs/train-sudoku-extreme-1k"
-                         ".yaml) or YAML files, one per --data")
-    ap.add_argument("--data", type=Path, nargs="+", default=None, help="ingest: a built dataset per --train")
+                    help="ingest, steps: paper training configs (sudoku-extreme-1k: pipeline/configs/train-sudoku-"
+                         "extreme-1k.yaml) or YAML files, one per --data")
+    ap.add_argument("--data", type=Path, nargs="+", default=None, help="ingest, steps: a built dataset per --train")
     ap.add_argument("--seconds", type=float, default=5.0, help="ingest: seconds of batch assembly timed")
+    ap.add_argument("--batch", type=int, default=2, help="steps: the global batch")
+    ap.add_argument("--steps", type=int, default=4, help="steps: training steps a run (at least 3)")
     args = ap.parse_args(argv)
-    if args.what == "ingest":
-        return ingest(ap, args)
+    if args.what in ("ingest", "steps"):
+        return (ingest if args.what == "ingest" else steps)(ap, args)
     configs = args.only or (list(PAPER) if args.what == "builds" else ["sudoku-extreme-1k"])
     missing = [c for c in configs if not config_file(c).is_file()]
     if missing:
@@ -211,6 +182,46 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def train_configs(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[Path]:
+    """The training config file of each --train, each with a built --data (argparse errors otherwise)."""
+    if not args.train or not args.data or len(args.train) != len(args.data):
+        ap.error(f"{args.what} needs --train and --data, one dataset per training config")
+    missing = [str(config_file(t, "train")) for t in args.train if not config_file(t, "train").is_file()]
+    missing += [f"{d} (no metadata.json: build it first)" for d in args.data if not (d / "metadata.json").is_file()]
+    if missing:
+        ap.error(f"not found: {', '.join(missing)}")
+    return [config_file(t, "train") for t in args.train]
+
+
+def steps(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Table 4: bench/paper_steps.py for each (training config, built dataset), at each worker count; the losses
+    of each config compared across worker counts."""
+    from bench.paper_steps import HEADER, measure
+
+    files = train_configs(ap, args)
+    if args.steps < 3:
+        ap.error("--steps must be at least 3 (the first step is not timed)")
+    workers = args.workers or [1, 2]
+    work = args.out or Path(tempfile.mkdtemp(prefix="hrm-steps-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"paper steps on {cpu_name()} ({cpu_capability()}, {psutil.cpu_count()} CPUs), float32, global batch "
+          f"{args.batch}; logs under {work}\n{HEADER}", flush=True)
+    failed = 0
+    for file, data in zip(files, args.data):
+        rows = [measure(file, data.resolve(), w, args.batch, args.steps, work) for w in workers]
+        for row in rows:
+            failed += row.returncode != 0
+            print(row.line(), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps({**asdict(row), "cpu": cpu_name(), "cpu_capability": cpu_capability()}) + "\n")
+        losses = [r.losses for r in rows if r.returncode == 0]
+        if len(losses) > 1:
+            worst = max(abs(a - b) / abs(a) for other in losses[1:] for a, b in zip(losses[0], other))
+            print(f"  {file.stem}: losses at {workers} workers differ by at most {worst:.2e} (relative)", flush=True)
+    return 1 if failed else 0
+
+
 def ingest(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Table 3: bench/headroom.py for each (training config, built dataset), at each worker count."""
     from bench.headroom import GOAL, HEADER
@@ -218,13 +229,7 @@ def ingest(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pipeline.core.ray_start import init_ray
     from pipeline.train.config import load_train_config
 
-    if not args.train or not args.data or len(args.train) != len(args.data):
-        ap.error("ingest needs --train and --data, one dataset per training config")
-    missing = [str(config_file(t, "train")) for t in args.train if not config_file(t, "train").is_file()]
-    missing += [f"{d} (no metadata.json: build it first)" for d in args.data if not (d / "metadata.json").is_file()]
-    if missing:
-        ap.error(f"not found: {', '.join(missing)}")
-    configs = [load_train_config(config_file(t, "train"), {"data": str(d)}) for t, d in zip(args.train, args.data)]
+    configs = [load_train_config(f, {"data": str(d)}) for f, d in zip(train_configs(ap, args), args.data)]
     init_ray()
     workers = args.workers or [1, 8, 64]
     print(f"ingest on {cpu_name()} ({cpu_capability()}, {psutil.cpu_count()} CPUs)\n{HEADER}", flush=True)

@@ -15,6 +15,12 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
+# MLflow serves the input example through the logged model once as it logs it (the check that it can be served): at
+# one ACT segment, not M_max (16 for the paper's models), as the example request shows. A CPU driver took minutes of
+# full-depth inference of the paper's Maze model there, on puzzles draw_samples had just solved.
+EXAMPLE_PARAMS = {"max_steps": 1}
+
+
 def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: str | None,
               example: list[str], *, step: int = 0, metrics: dict[str, float] | None = None) -> Any:
     """Log a checkpoint's export (weights + config only) as a pyfunc model in the run, with only the code serving
@@ -38,7 +44,8 @@ def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: s
             logged = mlflow.pyfunc.log_model(
                 name="model", python_model=str(MODEL_FILE), artifacts={"export": str(export)}, code_paths=code,
                 pip_requirements=requirements(), signature=signature(),
-                input_example=pd.DataFrame({"puzzle": example}), registered_model_name=model_name, step=step)
+                input_example=(pd.DataFrame({"puzzle": example}), EXAMPLE_PARAMS), registered_model_name=model_name,
+                step=step)
     from pipeline.tracking.model_files import record
 
     record(tracking_uri, run_id, logged.model_id, logged.model_uri)  # what eval, solve and serve check it against

@@ -19,12 +19,17 @@ log = logging.getLogger(__name__)
 
 SHARE_ROW_BYTES = 4 + 8  # a share row besides its tokens: the puzzle id (int32) and, while read, its example id
 SMALL_STEP = 0.25  # a step with less than this share of a measured step's FLOPs gets a lower bound
-READ_PEAK = 3.0
 # Autograd's saved tensors are not the whole peak of a step: the backward's gradient buffers come on top. The peak
 # resident memory of three float32 steps on CPU (tests/pipeline/train/test_plan.py; 2-core Xeon, torch 2.13) was
 # 1.11-2.50x of state + saved activations (paper at batch 8: 1.11, trm 1.28, small 1.69-1.80, debug 2.18-2.50: the
 # shallower the model, the more), and 0.71-1.26x with the activations counted twice, as the plan does.
-ACTIVATION_PEAK = 2.0  # a worker's peak while reading its share, over what it then holds (ARC-AGI-1, 1 worker: 6.2 GiB)
+ACTIVATION_PEAK = 2.0
+# A worker's peak while it reads its share, over what it then holds: the share, and Ray Data's blocks in flight
+# (bench/scale.py steps, ARC-AGI-1 on one worker: 11.0 GB at the peak, for 6.3 GB of share + 3.6 GB of model state
+# and activations + the process). pipeline.train.share.collect_share fills the share in place since: it was 3x, and
+# that worker was killed for memory past 18 GB.
+READ_PEAK = 1.2
+WORKER_PROCESS = 0.6e9  # a Train worker's own memory: Python, torch, Ray, MLflow (≈ 580 MiB measured, table 4)
 
 
 @dataclass
@@ -302,10 +307,10 @@ def lacks(plan: Plan, cfg: TrainConfig) -> list[str]:
     if need_cpu > have.get("CPU", 0):
         out.append(f"CPUs: {s.num_workers} workers × {s.cpus_per_worker:g} CPU and 1 for Ray Data need {need_cpu:g}; "
                    f"here: {have.get('CPU', 0):g}")
-    host = plan.share_bytes * READ_PEAK + (0 if s.use_gpu else plan.device_bytes)
+    host = WORKER_PROCESS + plan.share_bytes * READ_PEAK + (0 if s.use_gpu else plan.device_bytes)
     memory = have.get("memory", 0)
     if memory and host * s.num_workers > memory:
-        out.append(f"memory: {s.num_workers} worker(s) × {size(host)} (share read at its peak"
+        out.append(f"memory: {s.num_workers} worker(s) × {size(host)} (the process, its share read"
                    f"{'' if s.use_gpu else ', model state and activations'}) need {size(host * s.num_workers)}; "
                    f"here: {size(memory)}")
     return out
@@ -341,7 +346,8 @@ def render(plan: Plan) -> list[str]:
         f"memory      per worker on {p.device}: {size(p.state_bytes)} weights, gradients and optimizer state + "
         f"{size(p.activation_bytes)} activations saved at batch {p.local_batch} in {p.dtype}, ×{ACTIVATION_PEAK:g} "
         f"with the backward's buffers = {size(p.device_bytes)} at the peak of a step; in RAM also its "
-        f"{size(p.share_bytes)} share of the data (≈ {READ_PEAK:g}× while read)",
+        f"{size(p.share_bytes)} share of the data ({READ_PEAK:g}× while read) and ≈ {size(WORKER_PROCESS)} for the "
+        "process",
         f"dtype       {p.dtype} ({p.dtype_reason})",
     ]
     if p.probe is not None:

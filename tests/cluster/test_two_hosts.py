@@ -11,25 +11,28 @@ Traffic goes only to the two namespaces' own addresses. Skipped where network na
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.processes import stop_group
+from tests.cluster.hosts import (
+    BIN,
+    HEAD_IP,
+    WORKER_IP,
+    alive_nodes,
+    job,
+    job_status,
+    join_worker_host,
+    make_hosts,
+    namespaces_problem,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-HEAD_IP, WORKER_IP, PREFIX = "10.231.0.1", "10.231.0.2", 24
-DASHBOARD = f"http://{HEAD_IP}:8265"
 # 112 training rows at global batch 8: 14 steps an epoch. A checkpoint is kept every EVERY steps; the worker host is
 # cut off once MLflow shows step CUT_AT, one past the first checkpoint, which leaves the cut the 7 steps before the
 # next checkpoint (the steps take ~0.25 s here, polled every 0.2 s): the run restarts from the checkpoint of step 8,
@@ -42,152 +45,19 @@ FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_c
                       "RAY_health_check_timeout_ms": "3000", "RAY_health_check_failure_threshold": "5"}
 
 
-def sh(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=check)
-
-
-class Hosts:
-    """Two namespaces and a veth pair between them; Ray nodes started in fresh PID namespaces."""
-
-    def __init__(self, root: Path):
-        tag = secrets.token_hex(3)
-        self.ns = (f"hrm2h-{tag}-0", f"hrm2h-{tag}-1")
-        self.veth = (f"h2h{tag}a", f"h2h{tag}b")
-        self.root = root
-        self.nodes: dict[str, tuple[subprocess.Popen, object]] = {}
-        self.env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
-                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
-        self.env.pop("RAY_ADDRESS", None)
-
-    def create(self) -> None:
-        a, b = self.ns
-        sh("ip", "netns", "add", a)
-        sh("ip", "netns", "add", b)
-        sh("ip", "link", "add", self.veth[0], "netns", a, "type", "veth", "peer", "name", self.veth[1], "netns", b)
-        for ns, dev, ip in ((a, self.veth[0], HEAD_IP), (b, self.veth[1], WORKER_IP)):
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/{PREFIX}", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-
-    def run(self, host: int, *args: str, timeout: float = 120, cwd: Path | None = None, env: dict | None = None):
-        """A command on a host (its network namespace), bounded in time."""
-        return subprocess.run(["ip", "netns", "exec", self.ns[host], *args], capture_output=True, text=True,
-                              timeout=timeout, cwd=cwd, env={**self.env, **(env or {})})
-
-    def start_node(self, name: str, host: int, args: list[str], env: dict | None = None) -> None:
-        """``ray start --block`` as PID 1 of a new PID namespace on ``host``: killing it ends the whole node."""
-        log = open(self.root / f"{name}.log", "w")
-        # Gloo (torch.distributed on CPU) finds peers through this interface, not through the hostname (which both
-        # hosts share here and which resolves to loopback).
-        env = {"GLOO_SOCKET_IFNAME": self.veth[host], **(env or {})}
-        temp = self.root / f"t{name}"  # short: Ray's socket paths must stay under 108 characters
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[host], "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
-             str(BIN / "ray"), "start", "--block", "--disable-usage-stats", f"--temp-dir={temp}", *args],
-            env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.nodes[name] = (proc, log)
-
-    def stop_node(self, name: str, grace: float = 10) -> None:
-        proc, log = self.nodes.pop(name)
-        stop_group(proc, grace=grace)
-        log.close()
-
-    def destroy(self) -> None:
-        """Tear both hosts down. Nothing of theirs is kept, so no graceful ``ray stop``: a node is PID 1 of its PID
-        namespace, and killing it ends every process of the node at once (about 20 s saved against SIGTERM)."""
-        for name in list(self.nodes):
-            self.stop_node(name, grace=0.5)
-        for ns in self.ns:
-            sh("ip", "netns", "del", ns, check=False)
-
-
-def wait_for(what: str, check, timeout: float, every: float = 1.0, explain=lambda: ""):
-    """Poll ``check`` until it returns something true (bounded); ``explain`` adds context to a time-out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{explain()}")
-
-
-# Polling asks the head's dashboard over HTTP from a stdlib-only Python (~20 ms of CPU a poll): a process that runs
-# `ray.init` or a JobSubmissionClient costs a second or more of CPU a poll, taken from the cluster being waited for.
-FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())"
-
-
-def dashboard_get(hosts: Hosts, path: str):
-    """The JSON the head's dashboard answers at ``path`` (asked from the head host), None when it does not."""
-    out = hosts.run(0, str(BIN / "python"), "-I", "-c", FETCH, f"{DASHBOARD}{path}", timeout=60)
-    try:
-        return json.loads(out.stdout) if out.returncode == 0 else None
-    except json.JSONDecodeError:
-        return None
-
-
-def alive_nodes(hosts: Hosts) -> list[str]:
-    """Node IPs the head's GCS counts alive (its state API, asked from the head's namespace)."""
-    answer = dashboard_get(hosts, "/api/v0/nodes?limit=100")
-    if not answer or not answer.get("result"):
-        return []
-    return [n["node_ip"] for n in answer["data"]["result"]["result"] if n["state"] == "ALIVE"]
-
-
-def join_worker_host(hosts: Hosts, name: str, args: list[str], tries: int = 3) -> None:
-    """Start a Ray node on the worker host and wait until the head counts it alive. A loaded machine can make
-    `ray start` give up (its raylet must register within 30 s): start it again, at most ``tries`` times."""
-    for attempt in range(1, tries + 1):
-        hosts.start_node(name, 1, args)
-        proc = hosts.nodes[name][0]
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and proc.poll() is None:
-            if WORKER_IP in alive_nodes(hosts):
-                return
-            time.sleep(0.5)
-        hosts.stop_node(name)
-        log = (hosts.root / f"{name}.log").read_text()[-1500:]
-        if attempt == tries:
-            raise AssertionError(f"the worker host's Ray node did not join after {tries} tries:\n{log}")
-
-
-def job_status(hosts: Hosts, job_id: str) -> str:
-    """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (the Jobs API, asked from the head host)."""
-    answer = dashboard_get(hosts, f"/api/jobs/{job_id}")
-    return answer["status"] if isinstance(answer, dict) and "status" in answer else "UNKNOWN"
-
-
-def job(hosts: Hosts, command: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``ray job <command> --address <head dashboard> ...`` from the head host."""
-    return hosts.run(0, str(BIN / "ray"), "job", command, "--address", DASHBOARD, *args, timeout=timeout)
-
-
 @pytest.fixture
 def hosts(tmp_path):
-    if shutil.which("ip") is None or shutil.which("unshare") is None:
-        pytest.skip("needs iproute2 (ip netns) and util-linux (unshare)")
-    probe = f"hrm2h-probe-{secrets.token_hex(3)}"
+    problem = namespaces_problem()
+    if problem:
+        pytest.skip(problem)
+    h = make_hosts()
     try:
-        added = sh("ip", "netns", "add", probe, check=False)
-        if added.returncode != 0:
-            pytest.skip(f"network namespaces are not permitted here: {added.stderr.strip()}")
-        pid_ns = subprocess.run(["ip", "netns", "exec", probe, "unshare", "--pid", "--fork", "--mount-proc", "true"],
-                                capture_output=True, text=True, timeout=30)
-        if pid_ns.returncode != 0:
-            pytest.skip(f"PID namespaces are not permitted here: {pid_ns.stderr.strip()}")
-    finally:
-        sh("ip", "netns", "del", probe, check=False)
-    root = Path(f"/tmp/h2h{secrets.token_hex(3)}")  # short paths for Ray's sockets
-    root.mkdir()
-    h = Hosts(root)
-    try:
-        h.create()
         yield h
     finally:
         h.destroy()
-        for log in root.glob("*.log"):  # the nodes' own output, kept with the test's tmp folder
+        for log in h.root.glob("*.log"):  # the nodes' own output, kept with the test's tmp folder
             shutil.copy(log, tmp_path / log.name)
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(h.root, ignore_errors=True)
 
 
 def write_job_folder(folder: Path, shared: Path) -> None:

@@ -24,10 +24,13 @@ from pipeline.train.config import load_train_config
 from pipeline.train.gpu_figures import GPU_FIGURES
 from pipeline.train.plan import (
     ACTIVATION_PEAK,
+    READ_PEAK,
+    WORKER_PROCESS,
     achieved_flops,
     activation_bytes,
     make_plan,
     render,
+    size,
     synthetic_batch,
 )
 
@@ -127,7 +130,9 @@ def test_what_is_lacking_is_named(dataset):
     plan = make_plan(cfg, probe=False, have={"CPU": 2, "GPU": 1, "memory": 1000})
     assert plan.lacks[0] == "GPUs: 4 workers × 1.0 GPU need 4; here: 1"
     assert plan.lacks[1] == "CPUs: 4 workers × 1 CPU and 1 for Ray Data need 5; here: 2"
-    assert plan.lacks[2] == "memory: 4 worker(s) × 3.96 KB (share read at its peak) need 15.8 KB; here: 1 KB"
+    host = WORKER_PROCESS + READ_PEAK * plan.share_bytes  # a GPU run holds its model on the GPU
+    assert plan.lacks[2] == (f"memory: 4 worker(s) × {size(host)} (the process, its share read) need "
+                             f"{size(4 * host)}; here: 1 KB")
     assert plan.dtype == "bfloat16" and "planned for" in plan.dtype_reason  # auto on a GPU run, without a GPU here
 
 
