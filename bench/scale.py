@@ -4,6 +4,7 @@
     python bench/scale.py builds --only arc-agi-1 --scale 0.01    # a quick look
     python bench/scale.py memory --only sudoku-extreme-1k --scales 1 4    # peak memory against the row count
     python bench/scale.py workers --only sudoku-extreme-1k --workers 1 2  # how the build scales
+    python bench/scale.py hosts --only sudoku-extreme-1k  # on two Ray hosts against one: bench/two_hosts.py
     python bench/scale.py builds --only maze-hard-1k --out /data --keep   # kept: /data/maze-hard-1k-x1-wall
     python bench/scale.py ingest --train maze-hard-1k --data /data/maze-hard-1k-x1-wall   # bench/headroom.py
     python bench/scale.py steps --train maze-hard-1k maze-hard-1k-trm --data /data/maze-hard-1k-x1-wall \
@@ -135,7 +136,7 @@ def build(config: str, scale: float, workers: int | None, out_root: Path, log_di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["builds", "memory", "workers", "ingest", "steps"])
+    ap.add_argument("what", choices=["builds", "memory", "workers", "hosts", "ingest", "steps"])
     ap.add_argument("--only", nargs="+", default=None,
                     help=f"paper configs ({', '.join(PAPER)}; default: all four) or data config files")
     ap.add_argument("--scale", type=float, default=1.0, help="rows × this (builds, workers)")
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.what in ("ingest", "steps"):
         return (ingest if args.what == "ingest" else steps)(ap, args)
+    if args.what == "hosts":  # table 2 on two Ray hosts: bench/two_hosts.py, in its own process
+        return subprocess.call([sys.executable, str(Path(__file__).with_name("two_hosts.py")), "--config",
+                                (args.only or ["sudoku-extreme-1k"])[0], "--scale", str(args.scale)]
+                               + (["--json", str(args.json)] if args.json else []))
     configs = args.only or (list(PAPER) if args.what == "builds" else ["sudoku-extreme-1k"])
     missing = [c for c in configs if not config_file(c).is_file()]
     if missing:

@@ -105,7 +105,6 @@ def make_plan(cfg: TrainConfig, *, probe: bool = True, have: dict[str, float] | 
     from hrm.flops import step_flops
     from pipeline.data.loader import read_metadata
     from pipeline.train.batches import batches_per_epoch, require_one_global_batch
-    from pipeline.train.run import training_state_size
 
     data_path = resolve_data(cfg)
     meta = read_metadata(data_path)
@@ -120,15 +119,14 @@ def make_plan(cfg: TrainConfig, *, probe: bool = True, have: dict[str, float] | 
     per_epoch = batches_per_epoch(rows, cfg.global_batch_size)
     steps = int(min(cfg.max_steps or math.inf, cfg.epochs * per_epoch))
     local = cfg.local_batch_size
-    share_rows = math.ceil(rows / s.num_workers)
     files = meta.files or {}
     plan = Plan(name=cfg.name, data=data_path, task=meta.task, rows={k: int(v) for k, v in meta.counts.items()},
                 data_bytes=int(sum(p.get("bytes", 0) for split in files.values() for p in split)),
                 parts=sum(len(split) for split in files.values()), seq_len=meta.seq_len,
                 workers=s.num_workers, global_batch=cfg.global_batch_size, local_batch=local,
                 steps_per_epoch=per_epoch, steps=steps, variant=model.variant, params=params, state_bytes=state,
-                activation_bytes=activation_bytes(model, local), share_bytes=share_rows * (2 * meta.seq_len +
-                                                                                          SHARE_ROW_BYTES),
+                activation_bytes=activation_bytes(model, local),
+                share_bytes=share_bytes(rows, meta.seq_len, s.num_workers),
                 dtype=dtype, dtype_reason=reason, device=device,
                 flops_per_step=step_flops(model, cfg.global_batch_size))
     if probe:
@@ -137,6 +135,39 @@ def make_plan(cfg: TrainConfig, *, probe: bool = True, have: dict[str, float] | 
     plan.have = this_machine() if have is None else have
     plan.lacks = lacks(plan, cfg)
     return plan
+
+
+def training_state_size(model_cfg, *, ema: bool) -> tuple[int, int]:
+    """(parameters, bytes a worker holds for them in training): float32 weights, gradients and Adam's two moments
+    of the network, plus an EMA copy; of the puzzle-embedding table (ARC's: most of the parameters) the weights and
+    their EMA copy only (SignSGD updates the rows a batch used, from gradients of those rows). Activations come on
+    top. Counted on the meta device: nothing is allocated."""
+    import torch
+
+    from hrm.model import HRM
+
+    with torch.device("meta"):
+        model = HRM(model_cfg)
+    params = model.num_parameters()
+    table = model.puzzle_emb.weight.numel() if model.puzzle_emb is not None else 0
+    return params, (params - table) * 4 * (4 + int(ema)) + table * 4 * (1 + int(ema))
+
+
+def share_bytes(rows: int, seq_len: int, workers: int) -> int:
+    """Bytes a worker holds for its share of ``rows`` training rows of ``seq_len`` tokens (the largest share)."""
+    return math.ceil(rows / workers) * (2 * seq_len + SHARE_ROW_BYTES)
+
+
+def share_problem(rows: int, seq_len: int, workers: int, memory: float, where: str) -> str | None:
+    """One line saying so when a worker reading its share of ``rows`` would not fit its part of ``memory`` (the
+    cluster's, in bytes; 0: unknown), else None."""
+    share = share_bytes(rows, seq_len, workers)
+    need, have = WORKER_PROCESS + READ_PEAK * share, memory / workers
+    if not memory or need <= have:
+        return None
+    return (f"{where}: a worker's share of its {rows:,} training rows is {size(share)} at {workers} worker(s) "
+            f"({size(need)} with the worker while it reads them), more than the {size(have)} of memory each worker "
+            f"has here; use more workers (scaling.num_workers) or nodes with more memory")
 
 
 def planned_dtype(requested: str, device: str) -> tuple[str, str]:

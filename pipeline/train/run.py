@@ -19,6 +19,7 @@ from pipeline.train.config import (
     resolve_tracking_uri,
     run_model_config,
 )
+from pipeline.train.plan import share_problem, training_state_size
 from pipeline.train.run_folder import RunFolder
 from pipeline.train.run_state import (
     RUN_ID_FILE,
@@ -40,22 +41,6 @@ class Outcome:
     champion: bool
 
 
-def training_state_size(model_cfg, *, ema: bool) -> tuple[int, int]:
-    """(parameters, bytes a worker holds for them in training): float32 weights, gradients and Adam's two moments
-    of the network, plus an EMA copy; of the puzzle-embedding table (ARC's: most of the parameters) the weights and
-    their EMA copy only (SignSGD updates the rows a batch used, from gradients of those rows). Activations come on
-    top. Counted on the meta device: nothing is allocated."""
-    import torch
-
-    from hrm.model import HRM
-
-    with torch.device("meta"):
-        model = HRM(model_cfg)
-    params = model.num_parameters()
-    table = model.puzzle_emb.weight.numel() if model.puzzle_emb is not None else 0
-    return params, (params - table) * 4 * (4 + int(ema)) + table * 4 * (1 + int(ema))
-
-
 def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
@@ -75,8 +60,9 @@ def memory_warning(state_bytes: int, params: int, cfg: TrainConfig, cluster_memo
             "the cluster grows (lower model.hidden_size or layers)")
 
 
-def check_resources(cfg: TrainConfig) -> None:
-    """Fail before fit() when the workers can never be placed, or would leave Ray Data no CPU (it would hang)."""
+def check_resources(cfg: TrainConfig, meta=None, data: str = "the dataset") -> None:
+    """Fail before fit() when the workers can never be placed, would leave Ray Data no CPU (it would hang), or
+    could not hold their share of ``meta``'s training split in the cluster's memory (pipeline.train.plan)."""
     import ray
 
     total = ray.cluster_resources()
@@ -94,6 +80,11 @@ def check_resources(cfg: TrainConfig) -> None:
                          f"{cpus:g} CPUs (it needs 1) and the data stream would starve; use fractional "
                          f"scaling.cpus_per_worker "
                          f"(e.g. {max(0.1, (cpus - 1) / s.num_workers):.2g})")
+    if meta is not None:
+        problem = share_problem(int(meta.counts["train"]), meta.seq_len, cfg.scaling.num_workers,
+                                total.get("memory", 0) + total.get("object_store_memory", 0), data)
+        if problem:
+            raise ValueError(problem)
 
 
 def run_folder(cfg: TrainConfig) -> RunFolder:
@@ -255,7 +246,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
         runs.check_reachable(uri)
         data_path, meta, (params, state_bytes) = prepare(cfg, resume, uri)
         init_ray()
-        check_resources(cfg)
+        check_resources(cfg, meta, str(data_path))
         import ray
 
         warning = memory_warning(state_bytes, params, cfg, ray.cluster_resources().get("memory", float("inf")))

@@ -38,11 +38,12 @@ pytestmark = pytest.mark.slow
 # next checkpoint (the steps take ~0.25 s here, polled every 0.2 s): the run restarts from the checkpoint of step 8,
 # trains the steps it had logged again (logged once), and crosses into its second epoch.
 MAX_STEPS, EVERY, CUT_AT = 16, 8, 9
-# Quicker than Ray's defaults, so that a cut-off host is declared dead in seconds, but not so quick that a loaded
-# 2-core machine misses them: with a 1 s timeout and 3 misses, the replacement host, busy starting its workers, was
-# once declared dead too (the job then waited out its 600 s).
+# Quicker than Ray's defaults, so that a cut-off host is declared dead in seconds (5 checks missed in a row: ≈ 15 s;
+# with a 3 s timeout, ≈ 20 s), but not so quick that a loaded 2-core machine misses them: with a 1 s timeout and 3
+# misses, the replacement host, busy starting its workers, was once declared dead too (the job then waited out its
+# 600 s).
 FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-                      "RAY_health_check_timeout_ms": "3000", "RAY_health_check_failure_threshold": "5"}
+                      "RAY_health_check_timeout_ms": "2000", "RAY_health_check_failure_threshold": "5"}
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import yaml
 from pipeline.core.config_io import CONFIGS
 
 pytestmark = pytest.mark.slow
-BUDGET, EVERY = 0.12, 0.04  # minutes of training per variant; an evaluation every EVERY minutes of it
+BUDGET, EVERY = 0.08, 0.025  # minutes of training per variant; an evaluation every EVERY minutes of it
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ import torch
 from hrm.model import HRM
 from hrm.step import build_optimizers, train_step
 from pipeline.train.config import load_train_config, run_model_config
-from pipeline.train.plan import synthetic_batch
-from pipeline.train.run import training_state_size
+from pipeline.train.plan import synthetic_batch, training_state_size
 
 pytestmark = pytest.mark.slow
 CONFIGS = Path(__file__).resolve().parents[3] / "pipeline" / "configs"

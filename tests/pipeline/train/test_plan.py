@@ -163,11 +163,11 @@ print(rss("VmHWM:") - base)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flavour, batch", [("debug", 128), ("small", 64), ("trm", 4)])
+@pytest.mark.parametrize("flavour, batch", [("debug", 128), ("trm", 4)])  # the shallowest and a deep one
 def test_the_memory_estimate_brackets_the_peak_of_real_steps(flavour, batch):
     """Three real float32 steps in a fresh process: the peak resident memory they add is at least the training
     state and the saved activations, and within 0.5-1.4× of the plan's peak (saved activations counted twice)."""
-    from pipeline.train.run import training_state_size
+    from pipeline.train.plan import training_state_size
 
     c = model_config(flavour, vocab_size=11, seq_len=81, num_puzzle_identifiers=1, forward_dtype="float32")
     state, saved = training_state_size(c, ema=False)[1], activation_bytes(c, batch)
@@ -203,3 +203,28 @@ def test_bad_input_is_one_line_and_exit_1(dataset, sets, message):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and message in result.output, result.output
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+
+
+def test_a_share_too_large_for_a_workers_memory_is_refused_before_training(dataset, monkeypatch):
+    """`hrm train` checks, once Ray is up and before any run is opened, that each worker can read its share of the
+    training split in its part of the cluster's memory (the process, and the share at its reading peak)."""
+    import ray
+
+    from pipeline.data.loader import read_metadata
+    from pipeline.train.plan import share_bytes, share_problem
+    from pipeline.train.run import check_resources
+
+    assert share_bytes(120, L, 2) == 60 * (2 * L + 12) and share_bytes(121, L, 2) == 61 * (2 * L + 12)
+    need = WORKER_PROCESS + READ_PEAK * share_bytes(3_630_085, 900, 1)  # ARC-AGI-1 on one worker: ≈ 8.2 GB
+    assert share_problem(3_630_085, 900, 1, 16e9, "arc") is None and share_problem(3_630_085, 900, 1, 0, "arc") is None
+    message = share_problem(3_630_085, 900, 1, 8e9, "data/arc-agi-1")
+    assert message == (f"data/arc-agi-1: a worker's share of its 3,630,085 training rows is 6.58 GB at 1 worker(s) "
+                       f"({size(need)} with the worker while it reads them), more than the 8 GB of memory each worker "
+                       "has here; use more workers (scaling.num_workers) or nodes with more memory")
+    assert share_problem(3_630_085, 900, 2, 16e9, "arc") is None  # two workers, half the share each
+    cfg = config(dataset)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "memory": 4e8, "object_store_memory": 1e8})
+    with pytest.raises(ValueError, match=r"a worker's share of its 120 training rows is 5.28 KB at 1 worker\(s\)"):
+        check_resources(cfg, read_metadata(dataset), str(dataset))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "memory": 4e9, "object_store_memory": 1e9})
+    check_resources(cfg, read_metadata(dataset), str(dataset))

@@ -126,7 +126,8 @@ def test_model_memory_is_counted_without_allocating_and_warned():
     from hrm.config import model_config
     from hrm.model import HRM
     from pipeline.train.config import load_train_config
-    from pipeline.train.run import memory_warning, training_state_size
+    from pipeline.train.plan import training_state_size
+    from pipeline.train.run import memory_warning
 
     small = model_config("debug", vocab_size=8, seq_len=16)  # a puzzle table of 1 row
     params, state = training_state_size(small, ema=True)
