@@ -10,8 +10,6 @@ must be the same at 1 and 2 workers (the same global batch)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -58,7 +56,7 @@ def measure(config: Path, data: Path, workers: int, batch: int, steps: int, work
     """One measured ``hrm train`` run (see the module's docstring)."""
     from mlflow.tracking import MlflowClient
 
-    from bench.sampler import Sampler
+    from bench.sampler import run_sampled
     from pipeline.cli.sets import parse_sets
     from pipeline.train.config import load_train_config
     from pipeline.train.plan import make_plan
@@ -68,17 +66,9 @@ def measure(config: Path, data: Path, workers: int, batch: int, steps: int, work
     plan = make_plan(load_train_config(config, parse_sets(tuple(args))), probe=False, have={})
     cmd = [str(Path(sys.executable).with_name("hrm")), "train", "--config", str(config)]
     cmd += [a for arg in args for a in ("--set", arg)]
-    env = {**os.environ, "HRM_PROGRESS": "lines"}
-    env.pop("RAY_ADDRESS", None)
     log_path = work / f"{overrides['name']}.log"
     started = time.time()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-        sampler = Sampler(proc.pid, names=("ray::RayTrainWorker",))
-        sampler.thread.start()
-        code = proc.wait()
-        sampler.stop.set()
-        sampler.thread.join()
+    code, sampler = run_sampled(cmd, log_path, work, names=("ray::RayTrainWorker",))
     losses, first, step_s = [], float("nan"), float("nan")
     if code == 0:
         client = MlflowClient(overrides["tracking.tracking_uri"])

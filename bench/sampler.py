@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
+from pathlib import Path
 
 import psutil
 
@@ -39,3 +42,19 @@ class Sampler:
                     self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
             self.total = max(self.total, total)
             self.stop.wait(self.every_s)
+
+
+def run_sampled(cmd: list[str], log_path: Path, cwd: Path, names: tuple[str, ...] = ("ray::",)) -> tuple[int, Sampler]:
+    """``cmd`` (an ``hrm`` command) in a process of its own with an embedded local Ray (``RAY_ADDRESS`` unset) and
+    log lines (``HRM_PROGRESS=lines``) into ``log_path``, its process tree sampled until it ends: its exit code and
+    the Sampler (worker processes: ``names``)."""
+    env = {**os.environ, "HRM_PROGRESS": "lines"}
+    env.pop("RAY_ADDRESS", None)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        sampler = Sampler(proc.pid, names=names)
+        sampler.thread.start()
+        code = proc.wait()
+        sampler.stop.set()
+        sampler.thread.join()
+    return code, sampler

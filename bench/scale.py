@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.sampler import Sampler  # noqa: E402
+from bench.sampler import run_sampled  # noqa: E402
 from pipeline.core.config_io import CONFIGS  # noqa: E402
 from pipeline.core.precision import cpu_capability, cpu_name  # noqa: E402
 
@@ -106,17 +105,9 @@ def build(config: str, scale: float, workers: int | None, out_root: Path, log_di
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = [str(Path(sys.executable).with_name("hrm")), "data", "build", cfg["task"], "--config", str(path),
            "--out", str(out)] + (["--workers", str(workers)] if workers else [])
-    env = {**os.environ, "HRM_PROGRESS": "lines"}
-    env.pop("RAY_ADDRESS", None)
     log_path = log_dir / f"{tag}.log"
     started = time.monotonic()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out_root)
-        sampler = Sampler(proc.pid)
-        sampler.thread.start()
-        code = proc.wait()
-        sampler.stop.set()
-        sampler.thread.join()
+    code, sampler = run_sampled(cmd, log_path, out_root)
     seconds = time.monotonic() - started
     rows, size = {}, 0
     if code == 0:
