@@ -158,11 +158,22 @@ def share_bytes(rows: int, seq_len: int, workers: int) -> int:
     return math.ceil(rows / workers) * (2 * seq_len + SHARE_ROW_BYTES)
 
 
+def worker_ram(share: int, model: int = 0) -> float:
+    """A Train worker's peak RAM: its process, its share of ``share`` bytes while read, and ``model`` bytes of
+    training state and activations when it trains on the CPU."""
+    return WORKER_PROCESS + READ_PEAK * share + model
+
+
+def cluster_memory(resources: dict[str, float]) -> float:
+    """The memory of a Ray cluster's ``ray.cluster_resources()``: tasks' memory and the object store's."""
+    return resources.get("memory", 0) + resources.get("object_store_memory", 0)
+
+
 def share_problem(rows: int, seq_len: int, workers: int, memory: float, where: str) -> str | None:
     """One line saying so when a worker reading its share of ``rows`` would not fit its part of ``memory`` (the
     cluster's, in bytes; 0: unknown), else None."""
     share = share_bytes(rows, seq_len, workers)
-    need, have = WORKER_PROCESS + READ_PEAK * share, memory / workers
+    need, have = worker_ram(share), memory / workers
     if not memory or need <= have:
         return None
     return (f"{where}: a worker's share of its {rows:,} training rows is {size(share)} at {workers} worker(s) "
@@ -321,7 +332,7 @@ def this_machine() -> dict[str, float]:
 
         init_ray()
         total = ray.cluster_resources()
-        return {"CPU": total.get("CPU", 0), "GPU": total.get("GPU", 0), "memory": total.get("memory", 0)}
+        return {"CPU": total.get("CPU", 0), "GPU": total.get("GPU", 0), "memory": cluster_memory(total)}
     import psutil
     import torch
 
@@ -338,7 +349,7 @@ def lacks(plan: Plan, cfg: TrainConfig) -> list[str]:
     if need_cpu > have.get("CPU", 0):
         out.append(f"CPUs: {s.num_workers} workers × {s.cpus_per_worker:g} CPU and 1 for Ray Data need {need_cpu:g}; "
                    f"here: {have.get('CPU', 0):g}")
-    host = WORKER_PROCESS + plan.share_bytes * READ_PEAK + (0 if s.use_gpu else plan.device_bytes)
+    host = worker_ram(plan.share_bytes, 0 if s.use_gpu else plan.device_bytes)
     memory = have.get("memory", 0)
     if memory and host * s.num_workers > memory:
         out.append(f"memory: {s.num_workers} worker(s) × {size(host)} (the process, its share read"
@@ -348,6 +359,7 @@ def lacks(plan: Plan, cfg: TrainConfig) -> list[str]:
 
 
 def size(n: float) -> str:
+    """Bytes for people: 3 significant digits, decimal units (``6.58 GB``)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.3g} {unit}"

@@ -19,7 +19,8 @@ from pipeline.train.config import (
     resolve_tracking_uri,
     run_model_config,
 )
-from pipeline.train.plan import share_problem, training_state_size
+from pipeline.train.plan import cluster_memory as memory_of
+from pipeline.train.plan import share_problem, size, training_state_size
 from pipeline.train.run_folder import RunFolder
 from pipeline.train.run_state import (
     RUN_ID_FILE,
@@ -41,22 +42,14 @@ class Outcome:
     champion: bool
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} TB"
-
-
 def memory_warning(state_bytes: int, params: int, cfg: TrainConfig, cluster_memory: float) -> str | None:
     """A warning when one worker's training state alone exceeds its share of the cluster's memory."""
     share = cluster_memory / cfg.scaling.num_workers
     if state_bytes <= share:
         return None
-    return (f"the model has {params:,} parameters: ≈ {_bytes(state_bytes)} of weights, gradients and optimizer state "
-            f"per worker, more than the {_bytes(share)} of memory a worker can have here "
-            f"({_bytes(cluster_memory)} for {cfg.scaling.num_workers} worker(s)); it will run out of memory unless "
+    return (f"the model has {params:,} parameters: ≈ {size(state_bytes)} of weights, gradients and optimizer state "
+            f"per worker, more than the {size(share)} of memory a worker can have here "
+            f"({size(cluster_memory)} for {cfg.scaling.num_workers} worker(s)); it will run out of memory unless "
             "the cluster grows (lower model.hidden_size or layers)")
 
 
@@ -82,7 +75,7 @@ def check_resources(cfg: TrainConfig, meta=None, data: str = "the dataset") -> N
                          f"(e.g. {max(0.1, (cpus - 1) / s.num_workers):.2g})")
     if meta is not None:
         problem = share_problem(int(meta.counts["train"]), meta.seq_len, cfg.scaling.num_workers,
-                                total.get("memory", 0) + total.get("object_store_memory", 0), data)
+                                memory_of(total), data)
         if problem:
             raise ValueError(problem)
 
@@ -105,7 +98,7 @@ def prepare(cfg: TrainConfig, resume: bool, uri: str | None = None):
     verify_dataset(meta)  # a damaged part is named here, not in a worker hours later
     params, state_bytes = training_state_size(run_model_config(cfg, meta), ema=cfg.ema is not None)
     log.info("model: %s parameters, ≈ %s of weights, gradients and optimizer state per worker", f"{params:,}",
-             _bytes(state_bytes))
+             size(state_bytes))
     require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
     check_eval_votes(cfg, meta)
     folder = run_folder(cfg)
