@@ -1,6 +1,7 @@
 """The paper's datasets built at full size on this machine, measured (#25, tables 1 to 4).
 
     python bench/scale.py builds                                  # every paper data config, full size
+    python bench/scale.py builds --only sudoku-extreme-csv        # the CSV import, on files of the published size
     python bench/scale.py builds --only arc-agi-1 --scale 0.01    # a quick look
     python bench/scale.py memory --only sudoku-extreme-1k --scales 1 4    # peak memory against the row count
     python bench/scale.py workers --only sudoku-extreme-1k --workers 1 2  # how the build scales
@@ -15,7 +16,8 @@ process tree sampled every 0.25 s with psutil (what Ray's dashboard shows per wo
 largest peak of any Ray worker process (``ray::…``: the tasks of both stages), the peak of the sum of all
 processes' RSS (driver, workers and Ray's daemons; pages they share, such as Ray's object store, counted in each: an
 upper bound), wall time, rows, bytes on disk and rows/s per worker. ``--scale``
-multiplies the rows of a config (Sudoku: augmentations; Maze: mazes; ARC: variants per task), so ``memory`` checks
+multiplies the rows of a config (Sudoku: augmentations; Maze: mazes; ARC: variants per task; the CSV import: the
+rows of its files too), so ``memory`` checks
 that a build's memory is bounded by its chunks and parts, not by the dataset. Results are printed as a table and
 appended to ``--json`` (one JSON object a build). The figures depend on the CPU (say which), the row counts do not.
 """
@@ -37,10 +39,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.sampler import run_sampled  # noqa: E402
+from bench.sudoku_csv import official_csvs  # noqa: E402
 from pipeline.core.config_io import CONFIGS  # noqa: E402
 from pipeline.core.precision import cpu_capability, cpu_name  # noqa: E402
 
-PAPER = ("sudoku-extreme-1k", "maze-hard-1k", "arc-agi-1", "arc-agi-2")
+PAPER = ("sudoku-extreme-1k", "maze-hard-1k", "arc-agi-1", "arc-agi-2", "sudoku-extreme-csv")
 MiB = 1 << 20
 
 
@@ -102,6 +105,9 @@ def build(config: str, scale: float, workers: int | None, out_root: Path, log_di
     cfg = scaled(config, scale)
     tag = f"{config_file(config).stem.removeprefix('data-')}-x{scale:g}-w{workers or 'all'}"
     path, out = out_root / f"{tag}.yaml", out_root / tag
+    if cfg["task"] == "sudoku" and cfg["sudoku"].get("source") == "csv":  # files of the published size, generated
+        train, test = official_csvs(out_root / f"csv-x{scale:g}", scale)  # (written once, outside the timed build)
+        cfg["sudoku"].update(csv_train=str(train), csv_test=str(test))
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = [str(Path(sys.executable).with_name("hrm")), "data", "build", cfg["task"], "--config", str(path),
            "--out", str(out)] + (["--workers", str(workers)] if workers else [])
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["builds", "memory", "workers", "hosts", "ingest", "steps"])
     ap.add_argument("--only", nargs="+", default=None,
-                    help=f"paper configs ({', '.join(PAPER)}; default: all four) or data config files")
+                    help=f"paper configs ({', '.join(PAPER)}; default: all) or data config files")
     ap.add_argument("--scale", type=float, default=1.0, help="rows × this (builds, workers)")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 4.0], help="memory: the scales compared")
     ap.add_argument("--workers", type=int, nargs="+", default=None,
