@@ -17,6 +17,7 @@ class Solution:
     tokens: np.ndarray  # (L,)
     steps: int  # segments used: where the model halted (``HRM.wants_halt``), or the last; voted: the mean per vote
     confidence: float  # sigmoid(q_halt) of that answer (voted: the mean of its votes): the model's belief it is right
+    valid: bool | None = None  # the puzzle's own rules (Task.follows_rules); None: the task cannot tell (ARC)
 
 
 def solve(model: HRM, task: Task, puzzles: list[str | np.ndarray], *, adaptive: bool = True,
@@ -31,5 +32,6 @@ def solve(model: HRM, task: Task, puzzles: list[str | np.ndarray], *, adaptive: 
     inputs = np.stack([task.parse(p) if isinstance(p, str) else np.asarray(p, dtype=np.uint8) for p in puzzles])
     voted = answer(model, task, inputs, puzzle_ids=np.full(len(inputs), puzzle_id), votes=votes,
                    max_steps=max_steps, adaptive=adaptive, seed=seed, batch_size=rows, deadline=deadline)
-    return [Solution(solution=task.render(t), tokens=t, steps=int(round(float(s))), confidence=float(c))
-            for t, s, c in zip(voted.preds, voted.steps, voted.confidence)]
+    return [Solution(solution=task.render(t), tokens=t, steps=int(round(float(s))), confidence=float(c),
+                     valid=task.follows_rules(t, x))
+            for t, x, s, c in zip(voted.preds, inputs, voted.steps, voted.confidence)]

@@ -100,6 +100,12 @@ class Task(ABC):
         """Whether an answer ``(L,)`` (mapped back) can be right for ``inputs`` ``(L,)``; by default every one."""
         return True
 
+    def follows_rules(self, pred: np.ndarray, inputs: np.ndarray) -> bool | None:
+        """Whether an answer ``(L,)`` is right by the puzzle's own rules, which need no solution to check (a Sudoku's
+        constraints and givens, a maze's shortest path): reported beside an answer, never used to choose one. None
+        where the rules cannot tell (ARC: only the task's hidden output decides); by default None."""
+        return None
+
     def canonical_answer(self, pred: np.ndarray, inputs: np.ndarray) -> np.ndarray:
         """The answer ``(L,)`` that stands for every answer as right as ``pred`` (votes pool on it); by default
         ``pred`` itself."""

@@ -172,6 +172,12 @@ class MazeTask(Task):
         grids = (np.asarray(x, np.uint8).reshape(self.size, self.size) for x in (pred, inputs))
         return is_path(*grids)
 
+    def follows_rules(self, pred: np.ndarray, inputs: np.ndarray) -> bool:
+        """The walls, S and G kept and the ``o`` cells a shortest path from S to G (found here by breadth-first
+        search: the maze's own rule, not its stored solution)."""
+        grids = (np.asarray(x, np.uint8).reshape(self.size, self.size) for x in (pred, inputs))
+        return bool(is_valid_optimal(*grids))
+
     def render(self, tokens: np.ndarray) -> str:
         return grid_to_text(np.asarray(tokens).reshape(self.size, self.size), ALPHABET)
 

@@ -198,6 +198,13 @@ class SudokuTask(Task):
         given = inputs >= 2
         return bool((pred >= 2).all() and (pred <= self.n + 1).all() and np.array_equal(pred[given], inputs[given]))
 
+    def follows_rules(self, pred, inputs) -> bool:
+        """Every row, column and box holds each digit once, and the givens of ``inputs`` are kept."""
+        pred, inputs = np.asarray(pred).reshape(-1), np.asarray(inputs).reshape(-1)
+        grid = np.where(pred >= 2, pred.astype(np.int64) - 1, 0).reshape(self.n, self.n)
+        given = inputs >= 2
+        return bool(valid_solutions(grid, self.box)) and bool(np.array_equal(pred[given], inputs[given]))
+
     def render(self, tokens):
         g = self.decode(tokens)
         br, bc = self.box

@@ -90,6 +90,9 @@ def _machine(dtype: str, reason: str) -> dict[str, object]:
     import torch
 
     from pipeline.core.precision import cpu_capability, cpu_name
+    from pipeline.tracking.version import code_version, code_version_string
+
+    ours = code_version()
 
     def package(name: str) -> str:
         try:
@@ -101,7 +104,8 @@ def _machine(dtype: str, reason: str) -> dict[str, object]:
             "forward_dtype reason": reason, "torch threads": torch.get_num_threads(),
             "cpu count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "ray": package("ray"), "mlflow": package("mlflow")}
+            "ray": package("ray"), "mlflow": package("mlflow"), "hrm-pipeline": code_version_string(ours),
+            "source sha256": ours["source_sha256"]}
 
 
 def _register() -> None:

@@ -21,17 +21,21 @@ def data() -> None:
 @click.option("--out", help="Output folder, or an s3:// / gs:// prefix (AWS_* environment, AWS_ENDPOINT_URL) "
                             "(default: config out or data/<name>).")
 @click.option("--seed", type=int, help="Override the config seed.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (dotted: --set sudoku.count=100).")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel Ray Data tasks (default: all CPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing different dataset at --out.")
 @click.option("--skip-invalid", is_flag=True, help="Skip and count malformed / invalid input rows instead of failing.")
-def build(task: str, config_path: str | None, out: str | None, seed: int | None, workers: int | None,
-          overwrite: bool, skip_invalid: bool) -> None:
+def build(task: str, config_path: str | None, out: str | None, seed: int | None, sets: tuple[str, ...],
+          workers: int | None, overwrite: bool, skip_invalid: bool) -> None:
     """Generate or import TASK puzzles, split, augment and write Parquet + metadata.json."""
+    from pipeline.cli.sets import parse_sets
     from pipeline.data.build import build_dataset
     from pipeline.data.config import load_config
 
+    overrides = parse_sets(sets)  # a malformed pair: a usage error naming --set
     try:
-        cfg = load_config(config_path, task=task, seed=seed)
+        cfg = load_config(config_path, task=task, seed=seed, sets=overrides)
         result = build_dataset(cfg, out, workers=workers, overwrite=overwrite, skip_invalid=skip_invalid)
     except (ValueError, TypeError, OSError) as e:  # OSError: storage unreachable, access denied
         raise click.ClickException(one_line(e)) from None

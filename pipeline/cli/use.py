@@ -105,11 +105,22 @@ def solve(model_uri: str, tracking_uri: str | None, adaptive: bool, max_steps: i
     row = out.iloc[0]
     click.echo(show_grid(row["grid"]))
     click.echo(f"solution: {row['solution']}")
+    click.echo(validity_line(row.get("valid", "absent")))
     if votes == 1:
         click.echo(f"halted after {row['steps']} segment(s), confidence {row['confidence']:.3f}")
     else:
         click.echo(f"voted over {votes} symmetries, about {row['steps']} segment(s) each, "
                    f"confidence {row['confidence']:.3f}")
+
+
+def validity_line(valid) -> str:
+    """What ``hrm solve`` says of an answer's ``valid`` column (``"absent"``: a model logged before it existed)."""
+    if isinstance(valid, str):
+        return "valid: not reported (a model logged before answers were checked: register it again)"
+    if valid is None or valid != valid:  # None, or NaN from a DataFrame
+        return "valid: unknown (this task has no rules to check an answer by: only its hidden output decides)"
+    return ("valid: yes, the answer follows the puzzle's rules" if valid else
+            "valid: NO, the answer breaks the puzzle's rules (wrong, whatever its confidence)")
 
 
 MAX_PUZZLE_FILE = 1 << 20  # bytes: a puzzle file is a grid, a few kB at the most
@@ -172,6 +183,7 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
     solver, meta, model_run = _solver_for(model_uri, data, trust)
     check_flags(solver.task, max_steps, votes)
     arrays = load_split(data, split, limit=limit)
+    started = time.time()  # the eval run's start: the evaluation's, not the moment it is logged
     began = time.perf_counter()
     metrics = run_eval(solver.model, arrays, solver.task, batch_size=batch_size, device="cpu", max_steps=max_steps)
     seconds = time.perf_counter() - began
@@ -183,8 +195,9 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
     _echo_curves(by_segment, by_votes)
     if log_run:
         run_id, name = _log_eval(model_run, experiment, metrics, by_segment, by_votes,
-                                 {"model": model_uri, "data": str(data), "split": split, "limit": limit,
-                                  "max_steps": K, "votes": votes, "seed": seed})
+                                 {"model": model_uri, "data": meta.path, "split": split, "limit": limit,
+                                  "max_steps": K, "votes": votes, "seed": seed},
+                                 model=registered(model_uri), meta=meta, started=started)
         click.echo(f"logged to MLflow run {run_id} (experiment {name})")
 
 
@@ -215,12 +228,44 @@ def _echo_curves(by_segment: list[dict], by_votes: list[dict]) -> None:
             click.echo(f"{p[x]:10d} {p['exact_accuracy']:8.4f} {p['forward_passes']:8d} {p['seconds']:9.2f}")
 
 
+def registered(model_uri: str):
+    """The registry's ModelVersion a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names (the
+    version an alias points at now), None for another URI."""
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if found is None:
+        return None
+    name, alias, version = found.groups()
+    client = MlflowClient()
+    return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+
+
+def logged_model_id(version) -> str | None:
+    """The LoggedModel a registry version was made from: its ``model_id``, which a sqlite store leaves unset, else
+    the ``models:/m-…`` source it was registered from."""
+    if version is None:
+        return None
+    source = version.source or ""
+    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
 def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, float],
-              by_segment: list[dict], by_votes: list[dict], params: dict) -> tuple[str, str]:
-    """A new MLflow run (in ``experiment``, default the model's run's) with ``params``, the metrics (step 0), the
-    curves (``eval/<y>_by_segment`` with step = segment, ``eval/<y>_by_votes`` with step = votes, for y in
-    exact_accuracy, forward_passes, seconds) and ``eval_curves.png``; returns (its id, the experiment's name)."""
+              by_segment: list[dict], by_votes: list[dict], params: dict, *, model=None, meta=None,
+              started: float | None = None) -> tuple[str, str]:
+    """A new MLflow run (in ``experiment``, default the model's run's), as MLflow has an evaluation: ``params``
+    (with the resolved ``model_version`` of ``model``, a registry ModelVersion), the dataset ``meta`` as its input
+    (context ``eval``), its start at ``started``; the metrics (step 0) linked to the model's LoggedModel and the
+    dataset; each curve once (``eval/<y>_by_segment`` with step = segment, ``eval/<y>_by_votes`` with step = votes,
+    for y in exact_accuracy, forward_passes, seconds: not also as one ``eval/exact_accuracy_step_<s>`` metric a
+    segment) and ``eval_curves.png``; returns (its id, the experiment's name)."""
+    import time
+
     import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
     from pipeline.evaluate.curves import plot_curves
     from pipeline.tracking import runs
@@ -228,9 +273,21 @@ def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, 
     uri = mlflow.get_tracking_uri()
     name = experiment or runs.experiment_of_model(uri, model_run, "hrm-eval")
     tags = {"hrm.kind": "eval", **({"hrm.model_run_id": model_run} if model_run else {})}
-    run_id = runs.start_run(uri, name, "eval", params, tags, [])
+    model_id = logged_model_id(model)
+    if model is not None:
+        params = {**params, "model_version": f"{model.name}/{model.version}"}
+        tags.update({"hrm.model_name": model.name, "hrm.model_version": str(model.version),
+                     **({"hrm.model_id": model_id} if model_id else {})})
+    run_id = runs.start_run(uri, name, "eval", params, tags, [], dataset=meta, dataset_context="eval",
+                            start_time=started)
     try:
-        runs.RunLogger(uri, run_id).log(metrics, step=0)
+        now = int(time.time() * 1000)
+        dataset = runs.dataset_input(meta) if meta is not None else None
+        linked = {"model_id": model_id,
+                  **({"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset else {})}
+        MlflowClient(uri).log_batch(run_id, metrics=[
+            Metric(k, float(v), now, 0, **linked) for k, v in metrics.items()
+            if not k.startswith("eval/exact_accuracy_step_")])
         for x, points in (("segment", by_segment), ("votes", by_votes)):
             for y in ("exact_accuracy", "forward_passes", "seconds"):
                 runs.log_curve(uri, run_id, f"eval/{y}_by_{x}", {p[x]: p[y] for p in points})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -94,6 +95,14 @@ def _config_error(cls: type, err: ValidationError, where: str) -> Exception:
     problems, unknown, wrong_types = [], {}, True
     for e in err.errors(include_url=False):
         path = e["loc"][1:]  # [0] is the mapping around the dataclass (see _STRICT)
+        union = _union_at(cls, path)
+        if union is not None:  # one line for a key of several types (``int | tuple[int, int]``), not one a type
+            path, tp = path[:union], _type_at(cls, path[:union])
+            if len(e["loc"]) == union + 2:  # the branch that failed on the whole value: its input is the value
+                kinds = " or ".join(_words(arg) for arg in typing.get_args(tp) if arg is not type(None))
+                problems.append(_at(where, path) + f"expected {kinds}, got {type(e['input']).__name__} "
+                                                   f"{quote(e['input'])}")
+            continue
         if e["type"] in _UNKNOWN:
             unknown.setdefault(path[:-1], []).append(path[-1])
             wrong_types = False
@@ -126,6 +135,25 @@ def _describe(e: dict[str, Any], kind: str, tp: Any) -> str:
     if kind == "value_error" and "error" in ctx:
         return str(ctx["error"])  # a __post_init__ check: its own message
     return f"{e['msg']}, {got}"
+
+
+def _union_at(cls: type, path: tuple) -> int | None:
+    """Where ``path`` names a member of a union of types (pydantic adds it after the key: ``('num_workers', 'int')``),
+    the length of the key's own path; else None."""
+    for depth in range(1, len(path)):
+        tp = _type_at(cls, path[:depth])
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        if union and isinstance(path[depth], str) and len([a for a in typing.get_args(tp) if a is not type(None)]) > 1:
+            return depth
+    return None
+
+
+def _words(tp: Any) -> str:
+    """A type in a config file's words: ``an integer``, ``a list of 2 integers``."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple and args and Ellipsis not in args:
+        return f"a list of {len(args)} " + ("integers" if set(args) == {int} else "items")
+    return _EXPECTED.get({"str": "string"}.get(getattr(tp, "__name__", ""), getattr(tp, "__name__", "")), str(tp))
 
 
 def _type_at(cls: type, path: tuple) -> Any:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.config_io import from_dict, to_dict
+from pipeline.core.config_io import from_dict, set_dotted, to_dict
 from pipeline.core.names import name_problems
 from pipeline.core.yaml_io import read_mapping
 
@@ -136,13 +136,17 @@ class DataConfig:
         return Path(self.out) if self.out else Path("data") / self.name
 
 
-def load_config(path: str | Path | None = None, *, task: str | None = None, **overrides: Any) -> DataConfig:
-    """Read a YAML data config (None = defaults); ``task`` must agree with the file's ``task`` when both are given.
+def load_config(path: str | Path | None = None, *, task: str | None = None, sets: dict[str, Any] | None = None,
+                **overrides: Any) -> DataConfig:
+    """Read a YAML data config (None = defaults), then ``sets`` (dotted keys: ``--set sudoku.count=100``);
+    ``task`` must agree with the file's ``task`` when both are given.
 
     Unknown keys and wrong types raise ``ValueError``/``TypeError`` naming the file and the dotted key.
     """
     where = str(path) if path is not None else "data config"
     raw = read_mapping(path, "data config")
+    for dotted, value in (sets or {}).items():
+        set_dotted(raw, dotted, value)
     if task is not None:
         if task not in TASK_NAMES:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASK_NAMES)}")

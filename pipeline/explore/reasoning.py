@@ -110,13 +110,16 @@ def table(t: Trace):
     } for s in t.segments]).set_index("segment")
 
 
-def summary(traces: list[Trace]):
-    """One row per puzzle: where it halts, whether the answer there (and after every segment) is right."""
+def summary(traces: list[Trace], task=None):
+    """One row per puzzle: where it halts, whether the answer there (and after every segment) is right and, with
+    ``task``, whether it follows the puzzle's rules (``valid_at_halt``: what ``hrm solve`` and the server report;
+    None where the task cannot tell)."""
     import pandas as pd
 
     return pd.DataFrame([{
         "halts_at": t.halted_at, "p_halt_there": 1 / (1 + math.exp(-t.segments[t.halted_at - 1].q_halt)),
         "correct_at_halt": t.correct(t.halted_at), "correct_at_M_max": t.correct(len(t.segments)),
+        **({"valid_at_halt": task.follows_rules(t.segments[t.halted_at - 1].tokens, t.inputs)} if task else {}),
         "cells_changed": [int(s.changed.sum()) for s in t.segments[1:]],
     } for t in traces])
 

@@ -46,7 +46,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 MODEL_FILE = Path(__file__).with_name("model_file.py")  # builds an HRMSolver when MLflow loads the model
-COLUMNS = ["solution", "grid", "steps", "confidence"]
+COLUMNS = ["solution", "grid", "steps", "confidence", "valid"]
 MAX_PUZZLES_ENV, MAX_WORK_ENV, BATCH_ENV = "HRM_SERVE_MAX_PUZZLES", "HRM_SERVE_MAX_WORK", "HRM_SERVE_BATCH"
 TIMEOUT_ENV = "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"  # MLflow's: the scoring server's 504 after that many seconds
 DEFAULT_MAX_PUZZLES, DEFAULT_MAX_WORK = 2000, 65_536
@@ -56,15 +56,16 @@ logger = logging.getLogger(__name__)
 
 
 def signature():
-    """Input: a ``puzzle`` column (text or JSON grids); output: solution, grid, halting steps, confidence;
-    params (per request): adaptive, max_steps (null: the model's M_max), votes (1: no voting)."""
+    """Input: a ``puzzle`` column (text or JSON grids); output: solution, grid, halting steps, confidence, valid (the
+    puzzle's own rules: true or false; null where the task cannot tell, ARC); params (per request): adaptive,
+    max_steps (null: the model's M_max), votes (1: no voting)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "puzzle")]),
         outputs=Schema([ColSpec("string", "solution"), ColSpec("string", "grid"), ColSpec("long", "steps"),
-                        ColSpec("double", "confidence")]),
+                        ColSpec("double", "confidence"), ColSpec("boolean", "valid", required=False)]),
         params=ParamSchema([ParamSpec("adaptive", "boolean", True), ParamSpec("max_steps", "long", None),
                             ParamSpec("votes", "long", 1)]))
 
@@ -245,7 +246,8 @@ class HRMSolver(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"solution": [compact(self.task, s.tokens) for s in solutions],
                              "grid": [grid_json(self.task, s.tokens) for s in solutions],
                              "steps": [s.steps for s in solutions],
-                             "confidence": [s.confidence for s in solutions]}, columns=COLUMNS)
+                             "confidence": [s.confidence for s in solutions],
+                             "valid": pd.Series([s.valid for s in solutions], dtype=object)}, columns=COLUMNS)
 
     def _check_work(self, puzzles: int, votes: int, max_steps: int | None) -> None:
         """A TooManyPuzzles (413) when puzzles × votes × segments is past ``HRM_SERVE_MAX_WORK``."""

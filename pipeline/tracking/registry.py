@@ -60,6 +60,17 @@ def log_model(tracking_uri: str, run_id: str, export_folder: Path, model_name: s
     return logged
 
 
+def describe(tracking_uri: str, name: str, version: str, text: str, model_text: str) -> None:
+    """The registry's descriptions: ``text`` on the version (what data, what accuracy, what command), ``model_text``
+    on the registered model when it has none yet (a description someone wrote is kept)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.update_model_version(name, version, description=text)
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=model_text)
+
+
 KIND_TAGS = ("hrm.task", "hrm.task_args", "hrm.seq_len", "hrm.vocab_size")  # what makes two versions comparable
 
 
@@ -85,15 +96,14 @@ def link_metrics(tracking_uri: str, run_id: str, model_id: str, metrics: dict[st
 
 def log_registered_checkpoint(tracking_uri: str, run_id: str, checkpoint: str, step: int,
                               metrics: dict[str, float]) -> None:
-    """Say in the run's summary which checkpoint became the logged model: ``model/step`` and ``model/<metric>``
-    (the run's plain metrics show the last step's values), and the tag ``model.checkpoint`` (its folder name)."""
-    from mlflow.entities import Metric
+    """Say in the run's summary which checkpoint became the logged model, as tags (one-point metrics would chart
+    each as a graph of its own, repeating ``eval/*``): ``model.step``, ``model.<metric>`` (the run's plain metrics
+    show the last step's values) and ``model.checkpoint`` (its folder name)."""
     from mlflow.tracking import MlflowClient
 
-    now = int(time.time() * 1000)
-    batch = [Metric(f"model/{k}", float(v), now, step) for k, v in {"step": step, **metrics}.items()]
     client = MlflowClient(tracking_uri)
-    client.log_batch(run_id, metrics=batch)
+    for key, value in {"step": step, **metrics}.items():
+        client.set_tag(run_id, f"model.{key}", str(value) if key == "step" else f"{float(value):.6g}")
     client.set_tag(run_id, "model.checkpoint", checkpoint)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from pipeline.tracking.version import code_version_string
 
+SOURCE_TAG = "hrm.source_sha256"
+
 log = logging.getLogger(__name__)
 NO_PROGRESS_BARS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # MLflow's "Downloading artifacts" bars
 
@@ -67,17 +69,19 @@ class RunLogger:
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
-              artifacts: list[Path], dataset: Any = None) -> str:
+              artifacts: list[Path], dataset: Any = None, dataset_context: str = "training",
+              start_time: float | None = None) -> str:
     """Create the run (params, tags, config artifacts, the dataset as its input) and return its id; the run stays
     open for the workers. Tags are those ``mlflow.start_run`` records (source, user, git commit) and ``code_version``;
     the commit comes from this driver's checkout, else $HRM_GIT_COMMIT (a job's working dir has no ``.git``).
-    ``dataset``: a ``DatasetMeta`` (pipeline.data.meta), logged with ``log_input``."""
+    ``dataset``: a ``DatasetMeta`` (pipeline.data.meta), logged with ``log_input`` in ``dataset_context``;
+    ``start_time``: when the work the run records began (seconds since the epoch; default now)."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     run = client.create_run(experiment_id(client, tracking_uri, experiment), run_name=run_name,
-                            tags=run_tags(tags))
+                            tags=run_tags(tags), start_time=None if start_time is None else int(start_time * 1000))
     try:  # a run that could not be set up (an artifact store that refuses writes…) ends FAILED, not RUNNING
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
@@ -85,7 +89,7 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
         for path in artifacts:
             client.log_artifact(run.info.run_id, str(path))
         if dataset is not None:
-            log_dataset(client, run.info.run_id, dataset)
+            log_dataset(client, run.info.run_id, dataset, dataset_context)
     except BaseException:
         try:
             client.set_terminated(run.info.run_id, status="FAILED")
@@ -96,14 +100,15 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
 
 
 def run_tags(tags: dict[str, str]) -> dict[str, str]:
-    """MLflow's context tags (``mlflow.source.name/type``, ``mlflow.user``, git) + ``code_version`` + ``tags``."""
+    """MLflow's context tags (``mlflow.source.name/type``, ``mlflow.user``, git) + ``code_version`` + the source's
+    digest (``hrm.source_sha256``: a run launched without git still says what code it ran) + ``tags``."""
     from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
     from pipeline.tracking.version import code_version
 
     version = code_version()  # one look at git, for both tags
-    extra = {"code_version": code_version_string(version)}
+    extra = {"code_version": code_version_string(version), SOURCE_TAG: version["source_sha256"]}
     if "git_commit" in version:
         extra[MLFLOW_GIT_COMMIT] = version["git_commit"]
     return resolve_tags({**extra, **tags})
@@ -187,15 +192,22 @@ def start_system_metrics(tracking_uri: str, run_id: str, node: str | None = None
         return None
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's UI: a model-training experiment
+
+
 def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
     """The experiment's id, creating it if needed; in a sqlite store, with its artifacts in ``mlruns/`` beside the
-    database file (MLflow's own default is ``./mlruns`` of whatever directory the job happens to run in)."""
+    database file (MLflow's own default is ``./mlruns`` of whatever directory the job happens to run in). Ours are
+    tagged as model training (``EXPERIMENT_KIND``): MLflow 3's UI otherwise opens them in its GenAI view."""
     found = client.get_experiment_by_name(name)
     if found:
+        if "mlflow.experimentKind" not in found.tags:  # one made before this tag: a kind another set is kept
+            client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return found.experiment_id
     root = artifact_root(tracking_uri)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
-    return client.create_experiment(name, artifact_location=(root / slug).as_uri() if root else None)
+    return client.create_experiment(name, artifact_location=(root / slug).as_uri() if root else None,
+                                    tags=EXPERIMENT_KIND)
 
 
 def store_uri(explicit: str | None = None, folder: Path | None = None) -> str:

@@ -2,9 +2,12 @@
 
 The training split (``example_id`` 0..N-1) is cut into K contiguous *shards* (``data_shards``). Every global batch
 of G rows takes G/K rows from each shard, in shard order; each shard is permuted by its own RNG seeded with
-(seed, epoch, shard). Worker r of W owns the contiguous shards [r·K/W, (r+1)·K/W): it reads only their rows
-(pipeline.train.ingest) and its local batch is exactly its slice of the global batch. So W workers at G/W and one
-worker at G train on identical batches (same K), and a resumed run skips to the same position exactly.
+(seed, epoch, shard). Worker r of W owns the contiguous shards [⌊r·K/W⌋, ⌊(r+1)·K/W⌋) — any W from 1 to K, the
+workers' shard counts differing by at most one: it reads only their rows (pipeline.train.ingest) and its local batch
+is exactly its slice of the global batch. So W workers and one worker train on identical batches (same G and K) —
+the loss is summed over the global batch and scaled by 1/G, so uneven slices change nothing — a resumed run skips to
+the same position exactly, and a run restarted on another number of workers (elastic training) just recuts the
+shards.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
 def check_layout(global_batch: int, shards: int, world: int) -> None:
     if shards < 1 or world < 1:
         raise ValueError(f"data_shards ({shards}) and workers ({world}) must be >= 1")
-    if shards % world:
-        raise ValueError(f"data_shards {shards} is not divisible by {world} workers")
+    if world > shards:
+        raise ValueError(f"{world} workers but data_shards {shards}: a worker would own no shard")
     if global_batch % shards:
         raise ValueError(f"global batch {global_batch} is not divisible by data_shards {shards}")
 
@@ -42,13 +45,17 @@ def require_one_global_batch(rows: int, global_batch_size: int, where: str) -> N
         raise ValueError(f"{where}: {rows} training examples, fewer than one global batch ({global_batch_size})")
 
 
+def owned_shards(shards: int, world: int, rank: int) -> range:
+    """The shards worker ``rank`` of ``world`` owns: a contiguous run, ⌊K/W⌋ or ⌈K/W⌉ of them."""
+    if not 1 <= world <= shards:
+        raise ValueError(f"{world} workers but data_shards {shards}: a worker would own no shard")
+    return range(rank * shards // world, (rank + 1) * shards // world)
+
+
 def worker_range(n: int, shards: int, world: int, rank: int) -> tuple[int, int]:
     """[lo, hi) example ids worker ``rank`` of ``world`` reads: its contiguous run of shards."""
-    if shards % world:
-        raise ValueError(f"data_shards {shards} is not divisible by {world} workers")
-    bounds = shard_bounds(n, shards)
-    per = shards // world
-    return bounds[rank * per][0], bounds[(rank + 1) * per - 1][1]
+    owned, bounds = owned_shards(shards, world, rank), shard_bounds(n, shards)
+    return bounds[owned[0]][0], bounds[owned[-1]][1]
 
 
 def batches_per_epoch(n: int, global_batch: int) -> int:
@@ -75,10 +82,10 @@ class ShardedBatches:
         size = len(share["puzzle_ids"])
         if size != hi - lo:
             raise ValueError(f"worker {rank} holds {size} rows, but its shards span example ids [{lo}, {hi})")
-        per = shards // world
+        owned = owned_shards(shards, world, rank)
         self.share, self.seed = share, seed
-        self.shards = [(k, start - lo, stop - start)
-                       for k, (start, stop) in enumerate(shard_bounds(n, shards)) if rank * per <= k < (rank + 1) * per]
+        self.shards = [(k, start - lo, stop - start) for k, (start, stop) in enumerate(shard_bounds(n, shards))
+                       if k in owned]
         self.take = global_batch // shards  # rows from each shard per global batch
         self.per_epoch = batches_per_epoch(n, global_batch)
 

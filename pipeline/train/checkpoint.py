@@ -1,8 +1,8 @@
 """What a training checkpoint holds, and how a resumed worker puts it back.
 
 A checkpoint folder: ``state.pt`` (model, both optimizers, EMA, step, epoch and position in it, every worker's RNG
-state, the non-finite streak) and the export pair (``pipeline.core.export``: weights to serve + config), which is
-all the MLflow model needs.
+state, the non-finite streak, the global batch's ACT carry: pipeline.train.carry_state) and the export pair
+(``pipeline.core.export``: weights to serve + config), which is all the MLflow model needs.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def gather_rng_states(world: int) -> list[dict[str, Any]]:
 
 
 def save(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, position: Position,
-         rng_states: list[dict[str, Any]], export_info: dict[str, Any]) -> None:
+         rng_states: list[dict[str, Any]], export_info: dict[str, Any], carry: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "ema": ema.state_dict() if ema else None,
-                "position": vars(position), "rng": rng_states}, folder / "state.pt")
+                "position": vars(position), "rng": rng_states, "carry": carry}, folder / "state.pt")
     export.write(folder, ema.shadow if ema is not None else model, export_info)
 
 
@@ -79,7 +79,10 @@ def load_state(path: Path) -> dict[str, Any]:
                          "package never writes such a checkpoint — check who can write to the run folder") from None
 
 
-def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> Position:
+def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None,
+            rank: int) -> tuple[Position, dict[str, Any] | None]:
+    """Put the checkpoint back into ``model``, ``opt``, ``ema`` and this worker's RNG; its position and the global
+    batch's carry (None in a checkpoint written before carries were kept)."""
     state = load_state(folder / "state.pt")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optim"])
@@ -87,4 +90,4 @@ def restore(folder: Path, *, model: HRM, opt: Optimizers, ema: EMA | None, rank:
         ema.load_state_dict(state["ema"])
     rngs = state["rng"]
     set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
-    return Position(**state["position"])
+    return Position(**state["position"]), state.get("carry")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hrm.config import ModelConfig, model_config
 from hrm.step import OptimConfig
@@ -16,11 +16,50 @@ from pipeline.core.yaml_io import read_mapping
 
 @dataclass(kw_only=True)
 class ScalingSettings:
-    num_workers: int = 1
+    # A number, or [min, max]: elastic training. Ray Train then starts on as many workers as the cluster has room for
+    # (at most max), restarts on fewer when a node is lost (from the last checkpoint; at least min) and grows again
+    # when nodes come back. Any count from 1 to data_shards trains on the same global batches (pipeline.train.batches).
+    num_workers: int | tuple[int, int] = 1
+    resize_check_seconds: float = 60.0  # elastic: how often a running group looks for room to grow
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
     torch_threads: int | None = None  # intra-op threads per worker; None = what Ray sets (its CPU share)
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    def describe(self) -> str:
+        """``3``, or ``1-3`` for an elastic range."""
+        return f"{self.min_workers}-{self.max_workers}" if self.elastic else str(self.num_workers)
+
+    def problems(self, shards: int, max_failures: int) -> list[str]:
+        low, high = self.min_workers, self.max_workers
+        shown = f"[{low}, {high}]" if self.elastic else str(low)
+        if low < 1:
+            return [f"scaling.num_workers {shown}: at least 1 worker"]
+        if low > high:
+            return [f"scaling.num_workers {shown}: min {low} is more than max {high}"]
+        problems = []
+        if high > shards:
+            problems.append(f"scaling.num_workers {high} is more than data_shards {shards} (a worker would own no "
+                            "shard of the global batch; data_shards defaults to global_batch_size)")
+        if self.elastic and max_failures == 0:
+            problems.append(f"scaling.num_workers {shown} is elastic, but max_failures is 0: a lost node is a "
+                            "failure the run restarts from on fewer workers (set max_failures >= 1, or -1: no "
+                            "limit)")
+        if not 0 < self.resize_check_seconds < math.inf:
+            problems.append(f"scaling.resize_check_seconds must be > 0, got {self.resize_check_seconds}")
+        return problems
 
 
 @dataclass(kw_only=True)
@@ -50,6 +89,13 @@ class TrainConfig:
     max_minutes: float | None = None
     eval_interval: int = 2000  # steps between evaluations (and checkpoints)
     eval_minutes: float | None = None  # also evaluate (and checkpoint) every this many minutes of training
+    # Also evaluate and checkpoint once this many minutes of wall time have passed since the last checkpoint: what
+    # losing a node can cost at most (plus the restart). A checkpoint is always an evaluated one (eval_limit bounds
+    # its cost), so the best checkpoint is chosen on real scores.
+    checkpoint_minutes: float | None = None
+    # "async": rank 0 writes the checkpoint locally and Ray Train copies it to storage_path in the background while
+    # training goes on; "sync": the step waits for the copy
+    checkpoint_upload: Literal["async", "sync"] = "async"
     eval_limit: int | None = None  # at most this many test examples per evaluation
     eval_samples: int = 4  # puzzles drawn with the model's answers in the MLflow artifacts
     # > 1: each evaluation also votes over this many symmetries of each puzzle (hrm.vote; N times the eval's
@@ -58,7 +104,7 @@ class TrainConfig:
     log_interval: int = 20  # steps between metric logs
     # contiguous shards of the training split; every global batch takes global_batch_size / data_shards rows from
     # each (pipeline.train.batches). None = global_batch_size. Runs with the same data_shards and global batch
-    # train on identical batches whatever num_workers (which must divide it).
+    # train on identical batches whatever num_workers (any count up to data_shards).
     data_shards: int | None = None
     checkpoint_keep: int = 2  # best by checkpoint_metric, plus the latest
     checkpoint_metric: str = "eval/exact_accuracy"
@@ -69,7 +115,7 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile: None = on for GPU, off for CPU
     seed: int = 0
     storage_path: str = "runs"
-    max_failures: int = 0
+    max_failures: int = 0  # worker-group failures (a lost node, a killed worker) restarted from; -1: no limit
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
@@ -77,11 +123,8 @@ class TrainConfig:
         problems = []
         if self.global_batch_size < 1:
             problems.append(f"global_batch_size must be >= 1, got {self.global_batch_size}")
-        elif self.global_batch_size % self.scaling.num_workers:
-            problems.append(f"global_batch_size {self.global_batch_size} is not divisible by "
-                            f"scaling.num_workers {self.scaling.num_workers}")
-        if self.scaling.num_workers < 1:
-            problems.append("scaling.num_workers must be >= 1")
+        if self.shards >= 1:
+            problems += self.scaling.problems(self.shards, self.max_failures)
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1 (or null: epochs decide), got {self.max_steps}")
         problems += self._shard_problems()
@@ -93,7 +136,7 @@ class TrainConfig:
 
             if self.eval_votes > MAX_VOTES:
                 problems.append(f"eval_votes must be at most {MAX_VOTES}, got {self.eval_votes}")
-        for name in ("max_minutes", "eval_minutes"):
+        for name in ("max_minutes", "eval_minutes", "checkpoint_minutes"):
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:  # also refuses nan
                 problems.append(f"{name} must be a number of minutes > 0 (or null: no limit), got {value}")
@@ -113,9 +156,6 @@ class TrainConfig:
         if self.data_shards < 1:
             return [f"data_shards must be >= 1 (or null: global_batch_size), got {self.data_shards}"]
         problems = []
-        if self.scaling.num_workers >= 1 and self.data_shards % self.scaling.num_workers:
-            problems.append(f"data_shards {self.data_shards} is not divisible by scaling.num_workers "
-                            f"{self.scaling.num_workers} (each worker owns data_shards / num_workers shards)")
         if self.global_batch_size >= 1 and self.global_batch_size % self.data_shards:
             problems.append(f"global_batch_size {self.global_batch_size} is not divisible by data_shards "
                             f"{self.data_shards} (each global batch takes the same number of rows from every shard)")
@@ -128,7 +168,9 @@ class TrainConfig:
 
     @property
     def local_batch_size(self) -> int:
-        return self.global_batch_size // self.scaling.num_workers
+        """The largest slice of the global batch a worker takes: ⌈K / W⌉ shards of G / K rows, at the fewest
+        workers (scaling.min_workers)."""
+        return -(-self.shards // self.scaling.min_workers) * (self.global_batch_size // self.shards)
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

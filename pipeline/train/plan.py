@@ -60,7 +60,7 @@ class Plan:
     data_bytes: int
     parts: int
     seq_len: int
-    workers: int
+    workers: int  # the fewest (scaling.min_workers): the largest share and local batch a worker takes
     global_batch: int
     local_batch: int
     steps_per_epoch: int
@@ -123,10 +123,10 @@ def make_plan(cfg: TrainConfig, *, probe: bool = True, have: dict[str, float] | 
     plan = Plan(name=cfg.name, data=data_path, task=meta.task, rows={k: int(v) for k, v in meta.counts.items()},
                 data_bytes=int(sum(p.get("bytes", 0) for split in files.values() for p in split)),
                 parts=sum(len(split) for split in files.values()), seq_len=meta.seq_len,
-                workers=s.num_workers, global_batch=cfg.global_batch_size, local_batch=local,
+                workers=s.min_workers, global_batch=cfg.global_batch_size, local_batch=local,
                 steps_per_epoch=per_epoch, steps=steps, variant=model.variant, params=params, state_bytes=state,
                 activation_bytes=activation_bytes(model, local),
-                share_bytes=share_bytes(rows, meta.seq_len, s.num_workers),
+                share_bytes=share_bytes(rows, meta.seq_len, s.min_workers),
                 dtype=dtype, dtype_reason=reason, device=device,
                 flops_per_step=step_flops(model, cfg.global_batch_size))
     if probe:
@@ -341,19 +341,19 @@ def this_machine() -> dict[str, float]:
 
 def lacks(plan: Plan, cfg: TrainConfig) -> list[str]:
     """What the machine or cluster (``plan.have``) lacks for the run, one line each: GPUs, CPUs, memory."""
-    s, have, out = cfg.scaling, plan.have, []
-    if s.use_gpu and s.num_workers * s.gpus_per_worker > have.get("GPU", 0):
-        out.append(f"GPUs: {s.num_workers} workers × {s.gpus_per_worker} GPU need {s.num_workers * s.gpus_per_worker:g}"
+    s, have, out, n = cfg.scaling, plan.have, [], cfg.scaling.min_workers  # an elastic run starts on min
+    if s.use_gpu and n * s.gpus_per_worker > have.get("GPU", 0):
+        out.append(f"GPUs: {n} workers × {s.gpus_per_worker} GPU need {n * s.gpus_per_worker:g}"
                    f"; here: {have.get('GPU', 0):g}")
-    need_cpu = s.num_workers * s.cpus_per_worker + 1  # Ray Data's read tasks take a whole CPU
+    need_cpu = n * s.cpus_per_worker + 1  # Ray Data's read tasks take a whole CPU
     if need_cpu > have.get("CPU", 0):
-        out.append(f"CPUs: {s.num_workers} workers × {s.cpus_per_worker:g} CPU and 1 for Ray Data need {need_cpu:g}; "
+        out.append(f"CPUs: {n} workers × {s.cpus_per_worker:g} CPU and 1 for Ray Data need {need_cpu:g}; "
                    f"here: {have.get('CPU', 0):g}")
     host = worker_ram(plan.share_bytes, 0 if s.use_gpu else plan.device_bytes)
     memory = have.get("memory", 0)
-    if memory and host * s.num_workers > memory:
-        out.append(f"memory: {s.num_workers} worker(s) × {size(host)} (the process, its share read"
-                   f"{'' if s.use_gpu else ', model state and activations'}) need {size(host * s.num_workers)}; "
+    if memory and host * n > memory:
+        out.append(f"memory: {n} worker(s) × {size(host)} (the process, its share read"
+                   f"{'' if s.use_gpu else ', model state and activations'}) need {size(host * n)}; "
                    f"here: {size(memory)}")
     return out
 

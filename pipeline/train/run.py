@@ -30,6 +30,7 @@ from pipeline.train.run_state import (
 )
 
 log = logging.getLogger(__name__)
+ELASTIC_START_TIMEOUT_S = 30  # an elastic run's wait for a worker group's placement (Ray's default: 60 s)
 
 
 @dataclass
@@ -44,38 +45,40 @@ class Outcome:
 
 def memory_warning(state_bytes: int, params: int, cfg: TrainConfig, cluster_memory: float) -> str | None:
     """A warning when one worker's training state alone exceeds its share of the cluster's memory."""
-    share = cluster_memory / cfg.scaling.num_workers
+    share = cluster_memory / cfg.scaling.max_workers
     if state_bytes <= share:
         return None
     return (f"the model has {params:,} parameters: ≈ {size(state_bytes)} of weights, gradients and optimizer state "
             f"per worker, more than the {size(share)} of memory a worker can have here "
-            f"({size(cluster_memory)} for {cfg.scaling.num_workers} worker(s)); it will run out of memory unless "
+            f"({size(cluster_memory)} for {cfg.scaling.max_workers} worker(s)); it will run out of memory unless "
             "the cluster grows (lower model.hidden_size or layers)")
 
 
 def check_resources(cfg: TrainConfig, meta=None, data: str = "the dataset") -> None:
     """Fail before fit() when the workers can never be placed, would leave Ray Data no CPU (it would hang), or
-    could not hold their share of ``meta``'s training split in the cluster's memory (pipeline.train.plan)."""
+    could not hold their share of ``meta``'s training split in the cluster's memory (pipeline.train.plan). An
+    elastic run (``num_workers: [min, max]``) needs room for ``min`` workers now: Ray Train grows it as the cluster
+    does."""
     import ray
 
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
     s = cfg.scaling
-    need_cpu = s.num_workers * s.cpus_per_worker
-    if s.use_gpu and s.num_workers * s.gpus_per_worker > gpus:
-        raise ValueError(f"{s.num_workers} workers × {s.gpus_per_worker} GPU need "
-                         f"{s.num_workers * s.gpus_per_worker} GPUs; the cluster has {gpus:g}")
+    n = s.min_workers
+    need_cpu = n * s.cpus_per_worker
+    if s.use_gpu and n * s.gpus_per_worker > gpus:
+        raise ValueError(f"{n} workers × {s.gpus_per_worker} GPU need {n * s.gpus_per_worker} GPUs; the cluster "
+                         f"has {gpus:g}")
     if need_cpu > cpus:
-        raise ValueError(f"{s.num_workers} workers × {s.cpus_per_worker} CPU need {need_cpu:g} CPUs; the cluster "
+        raise ValueError(f"{n} workers × {s.cpus_per_worker} CPU need {need_cpu:g} CPUs; the cluster "
                          f"has {cpus:g} (lower scaling.cpus_per_worker)")
     if need_cpu > cpus - 1:  # Ray Data's read tasks take a whole CPU each; with less they wait forever
-        raise ValueError(f"{s.num_workers} workers × {s.cpus_per_worker} CPU leave Ray Data {cpus - need_cpu:g} of "
+        raise ValueError(f"{n} workers × {s.cpus_per_worker} CPU leave Ray Data {cpus - need_cpu:g} of "
                          f"{cpus:g} CPUs (it needs 1) and the data stream would starve; use fractional "
                          f"scaling.cpus_per_worker "
-                         f"(e.g. {max(0.1, (cpus - 1) / s.num_workers):.2g})")
+                         f"(e.g. {max(0.1, (cpus - 1) / n):.2g})")
     if meta is not None:
-        problem = share_problem(int(meta.counts["train"]), meta.seq_len, cfg.scaling.num_workers,
-                                memory_of(total), data)
+        problem = share_problem(int(meta.counts["train"]), meta.seq_len, n, memory_of(total), data)
         if problem:
             raise ValueError(problem)
 
@@ -182,6 +185,8 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
     from pipeline.train.worker import train_loop_per_worker
 
     progress = progress_mode()  # the workers' stdout is never a TTY: the driver decides for them
+    if cfg.scaling.elastic:
+        shorter_start_timeout()
     if progress == "lines":
         quiet_ray_data()  # reading the split here (in a Tune trial's process too) logs no INFO lines
     folder = run_folder(cfg)
@@ -193,7 +198,8 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
         train_loop_config={"train": to_dict(cfg), "data_path": str(data_path), "tracking_uri": uri, "run_id": run_id,
                            "fault": fault, "progress": progress},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
+                                     elastic_resize_monitor_interval_s=s.resize_check_seconds),
         run_config=RunConfig(
             name=cfg.name, storage_path=folder.parent, callbacks=callbacks or None,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint_keep,
@@ -203,6 +209,17 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
         datasets={"train": data.whole()},  # named for get_dataset_shard; each worker gets only its share:
         dataset_config=data,  # (pipeline.train.ingest)
     )
+
+
+def shorter_start_timeout() -> None:
+    """An elastic run starts a worker group only on resources Ray reports ready, so its placement waits only when
+    that report was stale — after a node was lost and before Ray declared it dead, Train tries the old size for a
+    node that is gone. Ray's 60 s wait for it is then a minute lost: elastic runs wait ``ELASTIC_START_TIMEOUT_S``
+    unless ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` is set (Train reads it from the driver's environment)."""
+    import os
+
+    if "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S" not in os.environ:
+        os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(ELASTIC_START_TIMEOUT_S)
 
 
 def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[str]:
@@ -225,15 +242,17 @@ def ephemeral_outputs(cwd: Path, storage_path: str, tracking_uri: str) -> list[s
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = None,
-          fault: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> Outcome:
-    """Run the job; ``tags`` go on a new MLflow run (e.g. ``mlflow.parentRunId``); ``fault`` (tests only) kills or
-    fails one worker once: {rank, step, kind, marker}.
+          fault: Any = None, tags: dict[str, str] | None = None) -> Outcome:
+    """Run the job; ``tags`` go on a new MLflow run (e.g. ``mlflow.parentRunId``); ``fault`` (tests only) kills,
+    fails or pauses workers once: pipeline.train.faults.
 
     The job holds its run folder's lock (``<storage_path>/<name>.lock``, pipeline.core.locks) from before its first
     look at the folder to the end: a second job of the same name fails at once, naming the first."""
     from pipeline.core.ray_start import init_ray
     from pipeline.tracking import runs
+    from pipeline.train.faults import from_env
 
+    fault = fault or from_env()  # tests only: HRM_TEST_FAULTS, for an `hrm train` a test starts as a process
     with locks.hold(run_folder(cfg).uri, f"hrm train {cfg.name}"):
         uri = resolve_tracking_uri(cfg)
         runs.check_reachable(uri)
@@ -294,6 +313,17 @@ def tracking_lost(err: BaseException) -> str | None:
     return None
 
 
+def version_description(cfg: TrainConfig, run_id: str, meta, step: int, metrics: dict[str, float]) -> str:
+    """A registered version in a few lines: the data, the accuracy, how it was trained, what made it."""
+    scores = ", ".join(f"{k.removeprefix('eval/')} {v:.4f}" for k, v in sorted(metrics.items())
+                       if k in ("eval/exact_accuracy", "eval/accuracy", "eval/task_valid"))
+    return (f"{meta.task} model of run {cfg.name!r} (MLflow run {run_id}), the checkpoint of step {step}: {scores} "
+            f"on the test split of {meta.path} ({int(meta.counts.get('test', 0)):,} puzzles; trained on "
+            f"{int(meta.counts['train']):,} rows, fingerprint {str(meta.fingerprint)[:12]}). Flavour "
+            f"{cfg.flavour}, global batch {cfg.global_batch_size}, {cfg.scaling.describe()} worker(s). Trained with "
+            f"`hrm train --config <run file>` (the file and the resolved config are the run's artifacts).")
+
+
 def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome:
     """Log the best checkpoint's model (and its sample answers) to the run, its eval metrics linked to the model
     and, as ``model/*`` summary metrics of the run, which checkpoint it is; register it; move the alias."""
@@ -312,6 +342,10 @@ def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome
     logged = registry.log_model(uri, run_id, best, name, example, step=step, metrics=numbers)
     registry.log_registered_checkpoint(uri, run_id, best.name, step, numbers)
     version = str(logged.registered_model_version) if name and logged.registered_model_version else None
+    if name and version:
+        registry.describe(uri, name, version, version_description(cfg, run_id, meta, step, numbers),
+                          f"HRM models for {meta.task} {json.dumps(meta.task_args)} ({meta.seq_len} tokens), "
+                          f"registered by `hrm train`; @{registry.CHAMPION} is the best by {cfg.tracking.champion_metric}.")
     champion = False
     if name and version:
         value = float(metrics.get(cfg.tracking.champion_metric, float("-inf")))

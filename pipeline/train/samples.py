@@ -31,7 +31,8 @@ def draw_samples(export_folder: Path, data_path: Path, n: int) -> tuple[Path, li
     fig, axes = plt.subplots(len(inputs), 3, figsize=(9, 3 * len(inputs)), squeeze=False)
     for row, (x, y, s) in enumerate(zip(inputs, labels, solutions)):
         wrong = (s.tokens != y) & (y != 0)
-        for col, (title, tokens) in enumerate((("puzzle", x), (f"model ({int(wrong.sum())} wrong)", s.tokens),
+        verdict = {True: ", valid", False: ", breaks the rules", None: ""}[s.valid]
+        for col, (title, tokens) in enumerate((("puzzle", x), (f"model ({int(wrong.sum())} wrong{verdict})", s.tokens),
                                                ("solution", y))):
             ax = axes[row, col]
             ax.set_title(title, fontsize=9)

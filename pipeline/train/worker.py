@@ -27,7 +27,7 @@ from hrm.ema import EMA
 from hrm.model import HRM
 from hrm.step import Optimizers, build_optimizers, set_lr, train_step
 from pipeline.core.config_io import from_dict
-from pipeline.train import checkpoint
+from pipeline.train import carry_state, checkpoint
 from pipeline.train.batches import (
     Rows,
     ShardedBatches,
@@ -40,9 +40,9 @@ from pipeline.train.evaluate import evaluate
 from pipeline.train.faults import inject_fault
 from pipeline.train.gradients import all_reduce_sum
 from pipeline.train.metric_log import MetricLog
+from pipeline.train.run_log import group_tags, logged_through, open_tracking, replayed_tag, worker_nodes
 
 log = logging.getLogger(__name__)
-REPLAYED_TAG = "hrm.replayed_from_step_"  # + the checkpoint's step: a restart that replayed logged steps
 REPORT_SETTLE_SECONDS = 10.0  # at most, before each report, for the eval metrics to reach MLflow (not in an outage)
 
 
@@ -63,7 +63,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 done = log_train(w) or done  # True: stopped early
             if w.bar is not None:
                 w.bar.advance(w.position.step, w.position.trained_seconds)
-            if w.position.step % w.cfg.eval_interval == 0 or w.clock.eval_due(w.position) or done:
+            if w.position.step % w.cfg.eval_interval == 0 or w.clock.eval_due(w.position) or w.clock.checkpoint_due() \
+                    or done:
                 evaluate_and_checkpoint(w)
                 w.clock.evaluated(w.position)  # the evaluation's time is not training time
             if done:
@@ -96,23 +97,28 @@ class EarlyStop:
 class Clock:
     """Training time against ``max_minutes`` / ``eval_minutes``, kept in the Position (``trained_seconds``), so a
     resumed run goes on counting. Only the steps count: the time between the end of one evaluation and the next
-    step's end; evaluations and checkpoints do not."""
+    step's end; evaluations and checkpoints do not. ``checkpoint_minutes`` counts wall time instead, since the last
+    checkpoint (or the worker's start): what a lost node would cost."""
 
     max_seconds: float | None
     eval_seconds: float | None
+    checkpoint_seconds: float | None = None
     last_eval: float = 0.0  # trained_seconds at the last evaluation
     tick: float = field(default_factory=time.perf_counter)
+    last_checkpoint: float = field(default_factory=time.perf_counter)  # wall clock of the last checkpoint
+    since_checkpoint: float = 0.0  # wall seconds since it, at the last count
 
     def count(self, position: checkpoint.Position, world: int = 1, device: Any = "cpu") -> None:
         """Add the time since the last tick to ``position.trained_seconds``. With several workers and a budget in
-        force they agree on the slowest one's count, so all stop and evaluate at the same step."""
+        force they agree on the slowest one's count, so all stop, evaluate and checkpoint at the same step."""
         now = time.perf_counter()
         position.trained_seconds += now - self.tick
-        self.tick = now
-        if world > 1 and (self.max_seconds is not None or self.eval_seconds is not None):
-            shared = torch.tensor([position.trained_seconds], dtype=torch.float64, device=device)
+        self.tick, self.since_checkpoint = now, now - self.last_checkpoint
+        if world > 1 and (self.max_seconds, self.eval_seconds, self.checkpoint_seconds) != (None, None, None):
+            shared = torch.tensor([position.trained_seconds, self.since_checkpoint], dtype=torch.float64,
+                                  device=device)
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
-            position.trained_seconds = float(shared)
+            position.trained_seconds, self.since_checkpoint = (float(x) for x in shared)
 
     def out_of_time(self, position: checkpoint.Position) -> bool:
         return self.max_seconds is not None and position.trained_seconds >= self.max_seconds
@@ -120,8 +126,13 @@ class Clock:
     def eval_due(self, position: checkpoint.Position) -> bool:
         return self.eval_seconds is not None and position.trained_seconds - self.last_eval >= self.eval_seconds
 
+    def checkpoint_due(self) -> bool:
+        return self.checkpoint_seconds is not None and self.since_checkpoint >= self.checkpoint_seconds
+
     def evaluated(self, position: checkpoint.Position) -> None:
+        """An evaluation and its checkpoint are done."""
         self.last_eval, self.tick = position.trained_seconds, time.perf_counter()
+        self.last_checkpoint, self.since_checkpoint = self.tick, 0.0
 
     def schedule_total(self, position: checkpoint.Position, total_steps: int) -> int:
         """The step count the LR schedule runs to: ``total_steps``; under a time budget, the steps the budget
@@ -139,6 +150,7 @@ class EvalSet:
     task: Any
     arrays: dict[str, Any]
     arc_refs: list | None
+    count_logged: bool = False  # ``eval.count`` tagged (rank 0, once a worker start)
 
 
 @dataclass
@@ -195,11 +207,14 @@ def start(config: dict[str, Any]) -> Worker:
         opt = build_optimizers(model, cfg.optim)
         ema = EMA(model, cfg.ema) if cfg.ema else None
         torch.manual_seed(cfg.seed * 1000 + rank + 1)  # exploration differs per worker
-        position = resume(model, opt, ema, rank)
+        position, saved_carry = resume(model, opt, ema, rank)
         forward = torch.compile(model) if compile_on(cfg, device) else model
         quiet_data_stream(config.get("progress"))
         require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
         batches = read_share(cfg, meta.counts["train"], rank, world)
+        carry = carry_state.slice_for(saved_carry, global_batch=cfg.global_batch_size, shards=cfg.shards,
+                                      world=world, rank=rank, device=device)
+        group = worker_nodes(world)  # where every worker of this group runs, rank by rank
     except BaseException:
         if opening is not None and opening.exception() is not None:  # an unreachable server is said first
             raise opening.exception() from None
@@ -207,17 +222,21 @@ def start(config: dict[str, Any]) -> Worker:
     finally:
         tracking.shutdown(wait=True)
     logger = opening.result() if opening is not None else None
-    if logger is not None and position.step > 0:
+    if logger is not None:  # a restart (a lost node, a resize, --resume) may replay steps the run has logged
         logger.skip_through = logged_through(config["tracking_uri"], config["run_id"], position.step)
         if logger.skip_through:
             logger.set_tags(replayed_tag(position.step, logger.skip_through))
+        logger.set_tags(group_tags(config["tracking_uri"], config["run_id"], group, position.step,
+                                   logger.skip_through))
     total_steps = int(min(cfg.max_steps or math.inf, cfg.epochs * batches.per_epoch))
     evals = load_eval_set(data_path, meta, task, cfg.eval_limit)
-    clock = Clock(seconds(cfg.max_minutes), seconds(cfg.eval_minutes), last_eval=position.trained_seconds)
+    clock = Clock(seconds(cfg.max_minutes), seconds(cfg.eval_minutes), seconds(cfg.checkpoint_minutes),
+                  last_eval=position.trained_seconds)
     bar = make_bar(total_steps, position, clock.max_seconds, config.get("progress")) if rank == 0 else None
     return Worker(cfg=cfg, rank=rank, world=world, device=device, meta=meta, model=model, forward=forward, opt=opt,
                   ema=ema, position=position, batches=batches, total_steps=total_steps, evals=evals, logger=logger,
-                  bar=bar, early_stop=EarlyStop(cfg.early_stop_train_exact, cfg.early_stop_patience), clock=clock)
+                  bar=bar, early_stop=EarlyStop(cfg.early_stop_train_exact, cfg.early_stop_patience), clock=clock,
+                  carry=carry)
 
 
 def seconds(minutes: float | None) -> float | None:
@@ -275,6 +294,7 @@ def log_train(w: Worker) -> bool:
     True when early stopping ends the run here."""
     train_metrics = w.metrics.read(w.world)
     train_metrics["train/lr"] = w.opt.adam.param_groups[0]["lr"]
+    train_metrics["train/workers"] = float(w.world)  # elastic training: the group's size over the steps
     if w.logger is not None:
         w.logger.log(train_metrics, w.position.step)
     if w.bar is not None:
@@ -297,25 +317,37 @@ def evaluate_and_checkpoint(w: Worker) -> None:
     metrics.update({"step": w.position.step, "epoch": w.position.epoch, "minutes": (time.time() - w.started) / 60,
                     "train_minutes": w.position.trained_seconds / 60})
     if w.logger is not None:
-        w.logger.log({**{k: v for k, v in metrics.items() if k.startswith("eval/")},
+        if "eval/count" in metrics and not w.evals.count_logged:  # the same at every evaluation: a tag, not a chart
+            w.logger.set_tags({"eval.count": str(int(metrics["eval/count"]))})
+            w.evals.count_logged = True
+        w.logger.log({**{k: v for k, v in metrics.items() if k.startswith("eval/") and k != "eval/count"},
                       "train/minutes": metrics["train_minutes"]}, w.position.step)
         log.info("step %d (%.1f min of training): eval exact %.3f, token %.3f", w.position.step,
                  metrics["train_minutes"], metrics["eval/exact_accuracy"], metrics["eval/accuracy"])
     if w.logger is not None:  # in MLflow before the report: a scheduler (Tune's ASHA) may end the run at it
         w.logger.settle(REPORT_SETTLE_SECONDS)
     rngs = checkpoint.gather_rng_states(w.world)
+    carry = carry_state.gather(w.carry, w.world, w.rank)
+    if w.cfg.checkpoint_upload == "async":  # Ray Train copies the folder to storage_path in the background, then
+        # deletes it; training goes on meanwhile
+        from ray.train import CheckpointUploadMode
+
+        ckpt = save_checkpoint(w, Path(tempfile.mkdtemp(prefix="hrm-ckpt-")), metrics, rngs, carry) \
+            if w.rank == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_checkpoint(w, Path(tmp), metrics, rngs) if w.rank == 0 else None
+        ckpt = save_checkpoint(w, Path(tmp), metrics, rngs, carry) if w.rank == 0 else None
         ray.train.report(metrics, checkpoint=ckpt)
 
 
-def save_checkpoint(w: Worker, folder: Path, metrics: dict[str, Any], rngs: list) -> Any:
+def save_checkpoint(w: Worker, folder: Path, metrics: dict[str, Any], rngs: list, carry: dict | None) -> Any:
     """Write the checkpoint into ``folder`` (its export info carries the eval metrics and step); the Ray Train
     Checkpoint of it."""
     import ray.train
 
     kept = {k: v for k, v in metrics.items() if k.startswith("eval/") or k == "step"}
-    checkpoint.save(folder, model=w.model, opt=w.opt, ema=w.ema, position=w.position, rng_states=rngs,
+    checkpoint.save(folder, model=w.model, opt=w.opt, ema=w.ema, position=w.position, rng_states=rngs, carry=carry,
                     export_info={"task": w.meta.task, "task_args": w.meta.task_args, "metrics": kept})
     return ray.train.Checkpoint.from_directory(folder)
 
@@ -331,47 +363,6 @@ def build_model(cfg: TrainConfig, meta, device: torch.device) -> tuple[HRM, str]
     return HRM(dataclasses.replace(config, forward_dtype=dtype)).to(device), reason
 
 
-def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str, unreachable_minutes: float) -> Any:
-    """Rank 0's MLflow logger of the run (buffered: training goes on while the tracking server is unreachable, for
-    at most ``unreachable_minutes``; pipeline.tracking.buffer), after logging the resolved forward dtype (and why)
-    and starting the ``system/*`` metrics of this machine."""
-    from pipeline.tracking.buffer import BufferedRunLogger
-    from pipeline.tracking.runs import start_system_metrics
-
-    logger = BufferedRunLogger(config["tracking_uri"], config["run_id"], unreachable_minutes)
-    logger.log_params({"resolved.forward_dtype": model.config.forward_dtype})
-    logger.set_tags({"resolved.forward_dtype.reason": dtype_reason})
-    start_system_metrics(config["tracking_uri"], config["run_id"])
-    return logger
-
-
-def logged_through(uri: str, run_id: str, restored_step: int) -> int:
-    """The last step whose train metrics the run already holds in MLflow, when it is past ``restored_step`` (the
-    checkpoint a resumed or restarted run starts from): the steps up to it are trained again, identically, but not
-    logged again (a driver killed after step 288 with its last checkpoint at 200 logged 201-288 twice). 0 when there
-    are none, or when the store cannot be asked (a warning: those steps may then be logged twice)."""
-    from mlflow.tracking import MlflowClient
-
-    try:
-        steps = [m.step for m in MlflowClient(uri).get_metric_history(run_id, "train/lm_loss")]
-    except Exception as err:  # noqa: BLE001 (the tracking server may be down: training goes on)
-        log.warning("could not read the run's logged steps (%s): steps after %d may be logged twice", err,
-                    restored_step)
-        return 0
-    last = max(steps, default=0)
-    if last <= restored_step:
-        return 0
-    log.info("steps %d-%d were logged before the restart: trained again from the checkpoint, not logged again",
-             restored_step + 1, last)
-    return last
-
-
-def replayed_tag(restored_step: int, last: int) -> dict[str, str]:
-    """The run's note of a restart that replays logged steps: ``hrm.replayed_from_step_<checkpoint step>``."""
-    return {f"{REPLAYED_TAG}{restored_step}": f"steps {restored_step + 1}-{last} trained again after a restart from "
-                                              f"the checkpoint of step {restored_step}, logged once"}
-
-
 def close_tracking(w: Worker, failed: bool = False) -> None:
     """Send what rank 0's MLflow logger has buffered before the worker ends: waiting at most the unreachable limit
     at the end of training, ``FAILED_CLOSE_SECONDS`` on the way out of a failed run (a warning says what is lost)."""
@@ -381,19 +372,19 @@ def close_tracking(w: Worker, failed: bool = False) -> None:
         w.logger.close(FAILED_CLOSE_SECONDS if failed else None)
 
 
-def resume(model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> checkpoint.Position:
+def resume(model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> tuple[checkpoint.Position, dict | None]:
     """Where training starts: Ray Train's latest checkpoint put back into ``model``, ``opt``, ``ema`` and this
-    worker's RNG, and its position; step 0 when there is none."""
+    worker's RNG; its position and the global batch's carry (step 0 and None when there is none)."""
     import ray.train
 
     found = ray.train.get_checkpoint()
     if found is None:
-        return checkpoint.Position()
+        return checkpoint.Position(), None
     with found.as_directory() as folder:
-        position = checkpoint.restore(Path(folder), model=model, opt=opt, ema=ema, rank=rank)
+        position, carry = checkpoint.restore(Path(folder), model=model, opt=opt, ema=ema, rank=rank)
     log.info("worker %d resumed at step %d (epoch %d, batch %d)", rank, position.step, position.epoch,
              position.batch_in_epoch)
-    return position
+    return position, carry
 
 
 def compile_on(cfg: TrainConfig, device: torch.device) -> bool:

@@ -134,13 +134,13 @@ def check_cluster(plan: Plan) -> int:
     check_resources(plan.base)
     total = ray.cluster_resources()
     s = plan.base.scaling
-    fits = int((total.get("CPU", 0) - 0.5) // (s.num_workers * s.cpus_per_worker))
+    fits = int((total.get("CPU", 0) - 0.5) // (s.max_workers * s.cpus_per_worker))
     if s.use_gpu:
-        fits = min(fits, int(total.get("GPU", 0) // (s.num_workers * s.gpus_per_worker)))
+        fits = min(fits, int(total.get("GPU", 0) // (s.max_workers * s.gpus_per_worker)))
     concurrent = max(1, min(plan.sweep.max_concurrent, fits))
     if concurrent < plan.sweep.max_concurrent:
         log.warning("max_concurrent %d lowered to %d: the cluster fits %d trials of %d worker(s) at once",
-                    plan.sweep.max_concurrent, concurrent, fits, s.num_workers)
+                    plan.sweep.max_concurrent, concurrent, fits, s.max_workers)
     return concurrent
 
 

@@ -1,21 +1,19 @@
 """Two Ray "hosts" on one machine, for the cluster tests and benchmarks: two network namespaces with their own
 addresses (10.231.0.1 head, 10.231.0.2 worker) joined by a veth pair, a Ray node in each, each node in its own PID
-namespace (tearing a host down ends exactly its processes). Needs root, iproute2 and util-linux."""
+namespace (tests/cluster/nodes.py: tearing a host down ends exactly its processes). Needs root, iproute2 and
+util-linux."""
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.processes import stop_group
+from tests.cluster.nodes import BIN, Nodes
 
-BIN = Path(sys.executable).parent
 HEAD_IP, WORKER_IP, PREFIX = "10.231.0.1", "10.231.0.2", 24
 DASHBOARD = f"http://{HEAD_IP}:8265"
 
@@ -24,18 +22,14 @@ def sh(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Comple
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=check)
 
 
-class Hosts:
+class Hosts(Nodes):
     """Two namespaces and a veth pair between them; Ray nodes started in fresh PID namespaces."""
 
     def __init__(self, root: Path):
+        super().__init__(root)
         tag = secrets.token_hex(3)
         self.ns = (f"hrm2h-{tag}-0", f"hrm2h-{tag}-1")
         self.veth = (f"h2h{tag}a", f"h2h{tag}b")
-        self.root = root
-        self.nodes: dict[str, tuple[subprocess.Popen, object]] = {}
-        self.env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
-                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
-        self.env.pop("RAY_ADDRESS", None)
 
     def create(self) -> None:
         a, b = self.ns
@@ -52,42 +46,20 @@ class Hosts:
         return subprocess.run(["ip", "netns", "exec", self.ns[host], *args], capture_output=True, text=True,
                               timeout=timeout, cwd=cwd, env={**self.env, **(env or {})})
 
+    def prefix(self, host: int) -> list[str]:
+        return ["ip", "netns", "exec", self.ns[host]]
+
     def start_node(self, name: str, host: int, args: list[str], env: dict | None = None) -> None:
-        """``ray start --block`` as PID 1 of a new PID namespace on ``host``: killing it ends the whole node."""
-        log = open(self.root / f"{name}.log", "w")
         # Gloo (torch.distributed on CPU) finds peers through this interface, not through the hostname (which both
         # hosts share here and which resolves to loopback).
-        env = {"GLOO_SOCKET_IFNAME": self.veth[host], **(env or {})}
-        temp = self.root / f"t{name}"  # short: Ray's socket paths must stay under 108 characters
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[host], "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
-             str(BIN / "ray"), "start", "--block", "--disable-usage-stats", f"--temp-dir={temp}", *args],
-            env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.nodes[name] = (proc, log)
-
-    def stop_node(self, name: str, grace: float = 10) -> None:
-        proc, log = self.nodes.pop(name)
-        stop_group(proc, grace=grace)
-        log.close()
+        super().start_node(name, host, args, {"GLOO_SOCKET_IFNAME": self.veth[host], **(env or {})})
 
     def destroy(self) -> None:
         """Tear both hosts down. Nothing of theirs is kept, so no graceful ``ray stop``: a node is PID 1 of its PID
         namespace, and killing it ends every process of the node at once (about 20 s saved against SIGTERM)."""
-        for name in list(self.nodes):
-            self.stop_node(name, grace=0.5)
+        super().destroy()
         for ns in self.ns:
             sh("ip", "netns", "del", ns, check=False)
-
-
-def wait_for(what: str, check, timeout: float, every: float = 1.0, explain=lambda: ""):
-    """Poll ``check`` until it returns something true (bounded); ``explain`` adds context to a time-out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{explain()}")
 
 
 # Polling asks the head's dashboard over HTTP from a stdlib-only Python (~20 ms of CPU a poll): a process that runs

@@ -18,7 +18,8 @@ KUBERAY = CLUSTER / "kuberay"
 APP = "/home/ray/hrm-pipeline"  # where the image holds the repository (cluster/Dockerfile WORKDIR)
 SHARED = "/mnt/shared"
 MANIFESTS = sorted(KUBERAY.glob("*.yaml")) + [CLUSTER / "launcher-aws.yaml"]
-RAYJOBS = {"rayjob-data.yaml": "data", "rayjob-train.yaml": "train", "rayjob-tune.yaml": "tune"}
+RAYJOBS = {"rayjob-data.yaml": "data", "rayjob-train.yaml": "train", "rayjob-train-elastic.yaml": "train",
+           "rayjob-tune.yaml": "tune"}
 
 
 def pinned(name: str) -> str:
@@ -171,6 +172,26 @@ def test_raycluster_has_cpu_head_and_gpu_workers():
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.hrm.svc.cluster.local:5000"
 
 
+def test_the_elastic_rayjob_fits_its_worker_range_to_its_spot_group():
+    """The run's [min, max] workers within what the spot GPU group can hold (one GPU a pod): Train can start on the
+    group's minimum and the autoscaler may grow it to the range's maximum; a lost node is restarted from."""
+    from pipeline.cli.sets import parse_sets
+    from pipeline.train.config import load_train_config
+
+    (job,) = [d for d in docs(KUBERAY / "rayjob-train-elastic.yaml") if d["kind"] == "RayJob"]
+    argv = hrm_command(job["spec"]["entrypoint"])
+    sets = parse_sets(tuple(a for prev, a in zip(argv, argv[1:]) if prev == "--set"))
+    cfg = load_train_config(ROOT / argv[argv.index("--config") + 1], sets)
+    assert cfg.scaling.elastic and cfg.max_failures != 0 and cfg.checkpoint_minutes is not None
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    (group,) = cluster["workerGroupSpecs"]
+    (worker,) = containers(group)
+    assert int(worker["resources"]["limits"]["nvidia.com/gpu"]) == 1 and cfg.scaling.gpus_per_worker == 1
+    assert group["minReplicas"] <= cfg.scaling.min_workers and cfg.scaling.max_workers <= group["maxReplicas"]
+    assert "SPOT" in group["template"]["spec"]["nodeSelector"].values()
+
+
 def test_mlflow_server_has_database_and_artifact_store():
     from packaging.specifiers import SpecifierSet
 
@@ -202,6 +223,8 @@ def test_launcher_config_is_valid_for_the_ray_autoscaler():
     jsonschema.validate(config, schema)
     types = config["available_node_types"]
     assert config["head_node_type"] in types and any("gpu" in t for t in types)
+    spot = types["gpu_spot_worker"]  # for elastic runs: may be reclaimed, so none is required
+    assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot" and spot["min_workers"] == 0
     assert config["file_mounts"][APP] == "."
     setup = " ".join(config["setup_commands"])
     assert f"pip install --quiet -e {APP}" in setup and f"ray[default,data,train,tune]=={ray_version()}" in setup

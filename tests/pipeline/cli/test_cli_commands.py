@@ -27,7 +27,7 @@ COMMANDS = {
 OPTIONS = {  # each command's options and arguments, in order
     "bench reasoning": ["--config", "--minutes", "--eval-minutes", "--variants", "--out", "--tracking-uri"],  # #16
     "bench merge": ["reports", "--out"],  # #16: one report from several runs of a benchmark
-    "data build": ["task", "--config", "--out", "--seed", "--workers", "--overwrite", "--skip-invalid"],
+    "data build": ["task", "--config", "--out", "--seed", "--set", "--workers", "--overwrite", "--skip-invalid"],  # #30
     "data show": ["path", "--split", "-n"],
     "data check": ["path"],  # #15: a dataset's parts against metadata.json
     "demo": ["--workdir", "--data-config", "--train-config"],

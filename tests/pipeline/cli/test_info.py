@@ -49,3 +49,6 @@ def test_machine_lines():
     assert got["torch"] == torch.__version__
     assert got["ray"] == version("ray") and got["mlflow"] == version("mlflow")
     assert "auto" not in got["resolved forward_dtype"]
+    from pipeline.tracking.version import code_version_string, source_sha256
+
+    assert got["source sha256"] == source_sha256() and got["hrm-pipeline"] == code_version_string()

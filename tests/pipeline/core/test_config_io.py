@@ -15,14 +15,14 @@ from pipeline.tune.config import SweepConfig, load_sweep_config
 @pytest.mark.parametrize("cls, data, error, message", [
     (TrainConfig, {"optim": {"lr": "abc"}}, TypeError, "run.yaml: optim.lr: expected a number, got str 'abc'"),
     (TrainConfig, {"scaling": {"num_workers": 2.0}}, TypeError,
-     "run.yaml: scaling.num_workers: expected an integer, got float 2.0"),
+     "run.yaml: scaling.num_workers: expected an integer or a list of 2 integers, got float 2.0"),
     (TrainConfig, {"tracking": {"register": "yes"}}, TypeError,
      "run.yaml: tracking.register: expected bool, got str 'yes'"),
     (TrainConfig, {"optim": 5}, TypeError, "run.yaml: optim: expected a mapping, got int 5"),
     (TrainConfig, {"model": ["hidden_size"]}, TypeError, "run.yaml: model: expected a mapping, got list"),
     (TrainConfig, {"scaling": {"gpus": 1}}, ValueError,
      "run.yaml: scaling: unknown key(s) ['gpus']; allowed: ['cpus_per_worker', 'gpus_per_worker', 'num_workers', "
-     "'torch_threads', 'use_gpu']"),
+     "'resize_check_seconds', 'torch_threads', 'use_gpu']"),
     (TrainConfig, {"optim": {"lr": -1.0}}, ValueError,
      "run.yaml: optim: invalid optim config: lr must be a finite number >= 0, got -1.0"),
     (TrainConfig, {"epochs": 0}, ValueError, "run.yaml: invalid training config: epochs must be >= 1, got 0"),

@@ -56,3 +56,10 @@ def test_the_paper_arc_configs_name_only_sources_a_fresh_clone_has(name):
     tasks = load_source("conceptarc")
     assert len(tasks) == 160 and set(SHIPPED) == {"conceptarc"}
     assert all(out is not None for t in tasks.values() for _, out in t["test"])
+
+
+def test_sets_override_dotted_keys_after_the_file():
+    cfg = load_config(CONFIGS / "data-sudoku-demo.yaml", sets={"sudoku.count": 40, "seed": 7})
+    assert (cfg.sudoku.count, cfg.seed, cfg.sudoku.givens) == (40, 7, 22)  # the rest as the file has it
+    with pytest.raises(ValueError, match=r"data-sudoku-demo.yaml: sudoku: unknown key\(s\) \['cout'\]"):
+        load_config(CONFIGS / "data-sudoku-demo.yaml", sets={"sudoku.cout": 40})

@@ -1,5 +1,6 @@
 """#25: every paper data config builds from a fresh clone — the shipped YAML as it is, only its counts cut to a test's
-size, built from a folder outside the repository, so that nothing it reads may lie beside the checkout (../shared)."""
+size with ``--set``, built from a folder outside the repository, so that nothing it reads may lie beside the checkout
+(../shared)."""
 
 from pathlib import Path
 
@@ -53,14 +54,15 @@ def expected_arc(cfg: dict) -> dict[str, int]:
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_a_paper_data_config_builds_from_a_fresh_clone(ray_session, tmp_path, monkeypatch, name):
     shipped = yaml.safe_load((CONFIGS / f"data-{name}.yaml").read_text())
-    cfg = {**shipped, shipped["task"]: {**shipped[shipped["task"]], **TINY[name]}}
+    task = shipped["task"]
+    cfg = {**shipped, task: {**shipped[task], **TINY[name]}}
     monkeypatch.chdir(tmp_path)  # relative paths of the config (the CSVs) are the user's, from where they run hrm
     if name == "sudoku-extreme-csv":
         p, s, _, _ = generate_many(11, 9, (3, 3))
         official_csv(tmp_path / cfg["sudoku"]["csv_train"], p[:6], s[:6])
         official_csv(tmp_path / cfg["sudoku"]["csv_test"], p[6:], s[6:])
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    result = run("build", cfg["task"], "--config", "config.yaml", "--out", "built")
+    sets = [a for key, value in TINY[name].items() for a in ("--set", f"{task}.{key}={value}")]
+    result = run("build", task, "--config", CONFIGS / f"data-{name}.yaml", *sets, "--out", "built")
     assert result.exit_code == 0, result.output
     meta, test = read_metadata(tmp_path / "built"), load_split(tmp_path / "built", "test")
     expected = {
@@ -69,12 +71,12 @@ def test_a_paper_data_config_builds_from_a_fresh_clone(ray_session, tmp_path, mo
         "sudoku-extreme-csv": {"train": 3 * 2, "test": 3},  # 3 of 6 training rows, every test row
     }.get(name) or expected_arc(cfg)
     assert meta.counts == expected
-    if cfg["task"] == "sudoku":
+    if task == "sudoku":
         assert meta.seq_len == 81
         if name == "sudoku-extreme-1k":  # the test puzzles are originals: each rated >= 10 by an independent count
             solutions, fails = rate_many(test["inputs"] - 1)
             assert (solutions == 1).all() and (fails >= 10).all()
-    elif cfg["task"] == "maze":
+    elif task == "maze":
         mazes, labels = test["inputs"].reshape(-1, 30, 30), test["labels"].reshape(-1, 30, 30)
         assert all(shortest_path_length(m) > 110 and is_valid_optimal(y, m) for m, y in zip(mazes, labels))
     else:

@@ -58,6 +58,7 @@ def test_solve_prints_the_models_answer(store, expected, how, monkeypatch):
     rows = json.loads(expected["grid"])
     assert "\n".join(" ".join(str(c) for c in row) for row in rows) in result.output  # the grid, row by row
     assert f"halted after {expected['steps']} segment(s), confidence {expected['confidence']:.3f}" in result.output
+    assert ("valid: yes, the answer follows" if expected["valid"] else "valid: NO, the answer breaks") in result.output
 
 
 def test_solve_reads_a_file_and_runs_full_depth(store, tmp_path):

@@ -152,6 +152,20 @@ def test_eval_prints_todays_lines_and_logs_the_default_curves(store, data, array
         [(s, pytest.approx(want[f"eval/exact_accuracy_step_{s}"])) for s in (1, 2, 3)]
     by_votes = client.get_metric_history(run_id, "eval/exact_accuracy_by_votes")
     assert [(m.step, m.value) for m in by_votes] == [(1, pytest.approx(want["eval/exact_accuracy"]))]
+    # as MLflow has an evaluation: the resolved version and its LoggedModel, the dataset as the "eval" input, each
+    # curve once, the evaluation's own duration
+    got = client.get_run(run_id)
+    version = client.get_model_version_by_alias(*URI.removeprefix("models:/").split("@"))
+    assert got.data.params["model_version"] == f"{version.name}/{version.version}"
+    model_id = version.source.removeprefix("models:/")  # the LoggedModel the version was registered from
+    assert got.data.tags["hrm.model_id"] == model_id and got.data.params["data"] == str(data.resolve())
+    (found,) = got.inputs.dataset_inputs
+    assert {t.key: t.value for t in found.tags}["mlflow.data.context"] == "eval" and found.dataset.digest == "x"
+    assert not [k for k in got.data.metrics if k.startswith("eval/exact_accuracy_step_")]
+    linked = {m.key: m for m in client.get_logged_model(model_id).metrics or []}
+    assert linked["eval/exact_accuracy"].run_id == run_id and linked["eval/exact_accuracy"].dataset_digest == "x"
+    seconds = float(re.search(r"^ +3 +[\d.]+ +3 +([\d.]+)$", result.output, re.M)[1])  # segment 3: the whole eval
+    assert got.info.end_time - got.info.start_time >= 1000 * seconds - 20
 
 
 def test_eval_logs_depth_and_vote_curves_with_their_cost(store, data, arrays):

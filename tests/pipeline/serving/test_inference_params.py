@@ -75,7 +75,7 @@ def test_votes_are_honoured_and_deterministic(served):
     out = ask(served, {"votes": 4, "max_steps": 2, "adaptive": False})
     voted = answer(solver.model, solver.task, np.stack([solver.task.parse(p) for p in PUZZLES]), votes=4,
                    max_steps=2, adaptive=False)
-    assert list(out.columns) == ["solution", "grid", "steps", "confidence"]
+    assert list(out.columns) == ["solution", "grid", "steps", "confidence", "valid"]
     assert list(out["solution"]) == [compact(solver.task, t) for t in voted.preds]
     assert list(out["confidence"]) == pytest.approx(list(voted.confidence))
     assert list(out["steps"]) == [2, 2, 2]
@@ -131,4 +131,4 @@ def test_a_model_logged_before_these_params_loads_and_answers(tmp_path, monkeypa
     assert model.metadata.signature.params == params
     out = ask(model, {"max_steps": 7, "votes": 0})  # not in its signature: ignored, not refused
     assert list(out["steps"]) == [1, 1, 1]
-    assert list(out.columns) == ["solution", "grid", "steps", "confidence"]
+    assert list(out.columns) == ["solution", "grid", "steps", "confidence", "valid"]

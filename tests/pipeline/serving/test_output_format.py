@@ -78,4 +78,32 @@ def test_predict_names_the_bad_puzzle(puzzles, message):
         solver.predict(None, pd.DataFrame({"puzzle": puzzles}))
     assert caught.value.message.startswith(message), caught.value.message
     out = solver.predict(None, pd.DataFrame({"puzzle": ["1.3.....2...4..1"]}))
-    assert list(out.columns) == ["solution", "grid", "steps", "confidence"]
+    assert list(out.columns) == ["solution", "grid", "steps", "confidence", "valid"]
+
+
+@pytest.mark.parametrize("task", [SudokuTask((2, 2)), MazeTask(size=5, min_path=1), ArcTask()],
+                         ids=["sudoku", "maze", "arc"])
+def test_valid_is_true_false_or_null_in_the_json_answer(task, monkeypatch):
+    """`valid` reaches the client as JSON true, false or null (ARC: the task cannot tell), as MLflow's scoring
+    server writes the predictions."""
+    import io
+
+    import pandas as pd
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    from hrm.solve import Solution
+    from pipeline.serving.pyfunc import HRMSolver
+
+    solver = HRMSolver()
+    solver.task = task
+    solver.model = type("M", (), {"config": type("C", (), {"halt_max_steps": 2})()})()
+    verdicts = [True, False] if task.follows_rules(np.zeros(task.seq_len, np.uint8),
+                                                   np.zeros(task.seq_len, np.uint8)) is not None else [None, None]
+    tokens = np.zeros(task.seq_len, np.uint8)
+    monkeypatch.setattr(solver, "_solve", lambda texts, began, **kw: [
+        Solution(solution="", tokens=tokens, steps=1, confidence=0.5, valid=v) for v in verdicts])
+    monkeypatch.setattr(task, "parse", lambda text: tokens)
+    out = solver.predict(None, pd.DataFrame({"puzzle": ["x", "y"]}))
+    buffer = io.StringIO()
+    predictions_to_json(out, buffer)
+    assert [p["valid"] for p in json.loads(buffer.getvalue())["predictions"]] == verdicts

@@ -87,9 +87,14 @@ def test_answers_puzzles(server, registry):
     expected = local_predictions(registry[1], PUZZLES)
     assert len(predictions) == len(PUZZLES) + 1
     for answer, local in zip(predictions, expected + [expected[0]], strict=True):
-        assert list(answer) == ["solution", "grid", "steps", "confidence"]
+        assert list(answer) == ["solution", "grid", "steps", "confidence", "valid"]
         assert answer["solution"] == local["solution"] and answer["steps"] == local["steps"] == 1
         assert answer["confidence"] == pytest.approx(local["confidence"], abs=1e-6)
+    from hrm.tasks.sudoku import SudokuTask
+
+    task = SudokuTask((2, 2))  # each answer's `valid`, a JSON boolean, is the puzzle's rules checked here
+    for puzzle, answer in zip(PUZZLES, predictions):
+        assert answer["valid"] is task.follows_rules(task.parse(answer["solution"]), task.parse(puzzle))
 
 
 def test_the_answer_is_compact_text_and_a_json_grid(server):

@@ -58,6 +58,8 @@ def test_a_run_has_the_tags_mlflow_start_run_records(store):
     tags = MlflowClient(store).get_run(run_id).data.tags
     assert tags[MLFLOW_SOURCE_TYPE] == "LOCAL" and tags[MLFLOW_SOURCE_NAME] and tags[MLFLOW_USER]
     assert tags["task"] == "sudoku"
+    experiment = MlflowClient(store).get_experiment_by_name("tags")  # opened as model training in MLflow 3's UI
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags[MLFLOW_GIT_COMMIT] == code_version()["git_commit"]  # this checkout's commit
     assert tags["code_version"].endswith(tags[MLFLOW_GIT_COMMIT][:10]) or ".dirty" in tags["code_version"]
 
@@ -73,6 +75,29 @@ def test_without_git_the_commit_comes_from_the_environment(store, monkeypatch):
     tags = MlflowClient(store).get_run(run_id).data.tags
     assert tags[MLFLOW_GIT_COMMIT] == "0123456789abcdef0123456789abcdef01234567"
     assert tags["code_version"].endswith("+0123456789")
+
+
+def test_without_git_or_commit_the_run_names_its_source_by_digest(store, monkeypatch, tmp_path):
+    """`ray job submit --working-dir .` with nothing set: the run still says which code ran — the SHA-256 of the
+    package's source, equal for a checkout and for a copy of it (what `hrm info` prints), another for other code."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.version import ROOT, source_sha256
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("HRM_GIT_COMMIT", raising=False)
+    run_id = runs.start_run(store, "tags", "run", {}, {}, [])
+    tags = MlflowClient(store).get_run(run_id).data.tags
+    assert tags["hrm.source_sha256"] == source_sha256() and len(source_sha256()) == 64
+    assert tags["code_version"].endswith(f"+src.{source_sha256()[:12]}") and "mlflow.source.git.commit" not in tags
+    copy = tmp_path / "job"
+    for top in ("hrm", "pipeline"):
+        shutil.copytree(ROOT / top, copy / top, ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_sha256(copy) == source_sha256()
+    (copy / "pipeline" / "configs" / "train-demo.yaml").write_text("name: changed\n")
+    assert source_sha256(copy) != source_sha256()
 
 
 def test_the_dataset_is_the_runs_input(store, tmp_path):
@@ -185,5 +210,6 @@ def test_the_summary_names_the_registered_checkpoint(store):
     registry.log_registered_checkpoint(store, run_id, "checkpoint_000000", 3, {"eval/exact_accuracy": 0.5})
     run = client.get_run(run_id)
     assert run.data.metrics["eval/exact_accuracy"] == 0.25
-    assert run.data.metrics["model/eval/exact_accuracy"] == 0.5 and run.data.metrics["model/step"] == 3
+    assert run.data.tags["model.eval/exact_accuracy"] == "0.5" and run.data.tags["model.step"] == "3"
+    assert sorted(run.data.metrics) == ["eval/exact_accuracy"]  # no one-point chart repeating it
     assert run.data.tags["model.checkpoint"] == "checkpoint_000000"

@@ -27,14 +27,15 @@ def collect(world, n=103, G=8, K=None, epoch=0, skip=0, seed=7):
         share = share_of(*worker_range(n, K, world, r))
         per_rank.append(list(ShardedBatches(share, n=n, global_batch=G, shards=K, rank=r, world=world,
                                             seed=seed).epoch(epoch, skip)))
-    for rank_batches in per_rank:
-        assert all(len(rows["puzzle_ids"]) == G // world for _, rows in rank_batches)
+    for r, rank_batches in enumerate(per_rank):  # a worker's slice: G/K rows of each shard it owns
+        owned = (r + 1) * K // world - r * K // world
+        assert all(len(rows["puzzle_ids"]) == owned * G // K for _, rows in rank_batches)
     return [(per_rank[0][i][0], np.concatenate([p[i][1]["puzzle_ids"] for p in per_rank]))
             for i in range(len(per_rank[0]))]
 
 
 @pytest.mark.parametrize("K", [4, 8])
-@pytest.mark.parametrize("world", [1, 2, 4])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])  # 3: slices of 3, 3 and 2 rows (K 8) or 2, 2 and 4 (K 4)
 def test_workers_slices_make_the_single_worker_batch(world, K):
     one, many = collect(1, K=K), collect(world, K=K)
     assert len(one) == len(many) == 103 // 8
@@ -76,9 +77,10 @@ def test_worker_ranges_tile_the_split():
     assert worker_range(10, 4, 2, 0) == (0, 5) and worker_range(10, 4, 2, 1) == (5, 10)
     assert [worker_range(103, 8, 4, r) for r in range(4)] == [(0, 25), (25, 51), (51, 77), (77, 103)]
     assert batches_per_epoch(103, 8) == 12
+    assert [worker_range(103, 8, 3, r) for r in range(3)] == [(0, 25), (25, 64), (64, 103)]  # shards 0-1, 2-4, 5-7
 
 
-@pytest.mark.parametrize("G, K, W, message", [(8, 4, 3, "data_shards 4 is not divisible by 3 workers"),
+@pytest.mark.parametrize("G, K, W, message", [(8, 4, 5, "5 workers but data_shards 4: a worker would own no shard"),
                                               (8, 3, 1, "global batch 8 is not divisible by data_shards 3")])
 def test_bad_layouts_are_named(G, K, W, message):
     with pytest.raises(ValueError, match=message):
@@ -91,8 +93,10 @@ def test_a_share_of_the_wrong_size_is_refused():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"data_shards": 6, "global_batch_size": 12, "scaling": {"num_workers": 4}},
-     "data_shards 6 is not divisible by scaling.num_workers 4"),
+    ({"data_shards": 6, "global_batch_size": 12, "scaling": {"num_workers": 7}},
+     "scaling.num_workers 7 is more than data_shards 6 .a worker would own no shard"),
+    ({"data_shards": 6, "global_batch_size": 12, "scaling": {"num_workers": [2, 8]}},
+     "scaling.num_workers 8 is more than data_shards 6"),
     ({"data_shards": 5, "global_batch_size": 12}, "global_batch_size 12 is not divisible by data_shards 5"),
     ({"data_shards": 0}, "data_shards must be >= 1"),
 ])
@@ -108,3 +112,17 @@ def test_data_shards_default_to_the_global_batch():
     from pipeline.train.config import TrainConfig
 
     assert TrainConfig(global_batch_size=96).shards == 96 and TrainConfig(data_shards=8).shards == 8
+
+
+@pytest.mark.parametrize("G, K, workers, local", [(8, None, 2, 4), (8, None, 3, 3), (8, None, (3, 8), 3),
+                                                  (12, 4, (1, 4), 12), (12, 4, 3, 6), (12, 4, (3, 4), 6)])
+def test_the_local_batch_is_the_largest_slice_at_the_fewest_workers(G, K, workers, local):
+    """What a worker's memory is planned for: ⌈K / min workers⌉ shards of G / K rows."""
+    from pipeline.train.config import ScalingSettings, TrainConfig
+
+    cfg = TrainConfig(global_batch_size=G, data_shards=K, max_failures=1,
+                      scaling=ScalingSettings(num_workers=workers))
+    assert cfg.local_batch_size == local
+    sizes = [len(range(*worker_range(G, cfg.shards, cfg.scaling.min_workers, r)))
+             for r in range(cfg.scaling.min_workers)]  # one epoch of G rows: the slices of one global batch
+    assert max(sizes) == local

@@ -31,8 +31,8 @@ def test_a_saved_checkpoint_restores_everything(tmp_path):
     checkpoint.save(tmp_path, model=m, opt=opt, ema=ema, position=checkpoint.Position(step=2, epoch=1),
                     rng_states=[checkpoint.rng_state()], export_info={"task": "sudoku"})
     m2, opt2, ema2 = trained(seed=1)
-    position = checkpoint.restore(tmp_path, model=m2, opt=opt2, ema=ema2, rank=0)
-    assert (position.step, position.epoch) == (2, 1)
+    position, carry = checkpoint.restore(tmp_path, model=m2, opt=opt2, ema=ema2, rank=0)
+    assert (position.step, position.epoch, carry) == (2, 1, None)
     for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
     assert str(opt.state_dict()) == str(opt2.state_dict())

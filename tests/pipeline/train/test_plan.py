@@ -228,3 +228,21 @@ def test_a_share_too_large_for_a_workers_memory_is_refused_before_training(datas
         check_resources(cfg, read_metadata(dataset), str(dataset))
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "memory": 4e9, "object_store_memory": 1e9})
     check_resources(cfg, read_metadata(dataset), str(dataset))
+
+
+def test_an_elastic_run_needs_room_for_its_minimum_now(dataset, monkeypatch):
+    """`num_workers: [min, max]`: `hrm train` starts when the cluster holds min workers (Ray Train grows the run as
+    the cluster does); the plan sizes a worker at min, its largest share and local batch."""
+    import ray
+
+    from pipeline.data.loader import read_metadata
+    from pipeline.train.run import check_resources
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0, "memory": 4e9, "object_store_memory": 1e9})
+    elastic = config(dataset, **{"scaling.num_workers": [2, 8], "max_failures": 1})
+    check_resources(elastic, read_metadata(dataset), str(dataset))  # 2 × 1 CPU and 1 for Ray Data: fits
+    with pytest.raises(ValueError, match="3 workers × 1.0 CPU leave Ray Data 0 of 3 CPUs"):
+        check_resources(config(dataset, **{"scaling.num_workers": [3, 8], "max_failures": 1}),
+                        read_metadata(dataset), str(dataset))
+    plan = make_plan(elastic, probe=False, have={"CPU": 3.0, "GPU": 0, "memory": 4e9})
+    assert (plan.workers, plan.local_batch) == (2, 8)

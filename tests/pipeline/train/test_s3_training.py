@@ -17,7 +17,7 @@ from pipeline.data.build import build_dataset
 from pipeline.data.config import DataConfig
 from pipeline.train.config import load_train_config
 from pipeline.train.run import RUN_ID_FILE, run_folder, train
-from pipeline.train.worker import REPLAYED_TAG
+from pipeline.train.run_log import REPLAYED_TAG
 from tests.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.slow

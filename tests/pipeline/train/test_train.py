@@ -16,7 +16,7 @@ from pipeline.data.build import build_dataset
 from pipeline.data.config import DataConfig
 from pipeline.train.config import load_train_config
 from pipeline.train.run import train
-from pipeline.train.worker import REPLAYED_TAG
+from pipeline.train.run_log import REPLAYED_TAG, RESTART_TAG, WORKERS_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +85,13 @@ def test_two_workers_match_one_worker_through_a_killed_worker(workdir, dataset, 
     (restored,) = [int(k[len(REPLAYED_TAG):]) for k in replayed]  # the restart, from a checkpoint: what it cost
     assert restored in (2, 4) and f"after a restart from the checkpoint of step {restored}" in replayed[
         f"{REPLAYED_TAG}{restored}"]
+    # the restart noted as an event of the run, beside the group's nodes; every logged step says how many workers
+    tags = client.get_run(out2.run_id).data.tags
+    assert len(tags[WORKERS_TAG].split(", ")) == 2 and [k for k in tags if k.startswith(RESTART_TAG)] == [
+        f"{RESTART_TAG}1"]
+    assert "2 -> 2 workers" in tags[f"{RESTART_TAG}1"] and f"the checkpoint of step {restored}" in tags[
+        f"{RESTART_TAG}1"]
+    assert set(history(cfg2, out2.run_id, "train/workers").values()) == {2.0}
 
 
 @pytest.mark.timeout(300)  # workers that disagreed on the budget would wait for each other forever
@@ -135,8 +142,13 @@ def test_mlflow_holds_run_metrics_model_and_alias(one_worker, dataset):
     logged = client.get_logged_model(output.model_id)
     linked = {m.key: (m.value, m.step) for m in logged.metrics}
     assert linked["eval/exact_accuracy"] == (pytest.approx(out.metrics["eval/exact_accuracy"]), step)
-    assert run.data.metrics["model/step"] == step
-    assert run.data.metrics["model/eval/exact_accuracy"] == pytest.approx(out.metrics["eval/exact_accuracy"])
+    assert run.data.tags["model.step"] == str(step) and not [k for k in run.data.metrics if k.startswith("model/")]
+    assert "eval/count" not in run.data.metrics and int(run.data.tags["eval.count"]) > 0  # a constant: no chart
+    assert float(run.data.tags["model.eval/exact_accuracy"]) == pytest.approx(out.metrics["eval/exact_accuracy"],
+                                                                              rel=1e-5)
+    version = client.get_model_version_by_alias("hrm-test", "champion")  # described, as the registered model is
+    assert f"the checkpoint of step {step}: exact_accuracy" in version.description and "hrm train" in \
+        version.description and client.get_registered_model("hrm-test").description.startswith("HRM models for sudoku")
     assert run.data.tags["model.checkpoint"] == out.checkpoint.name
 
 
@@ -161,7 +173,7 @@ def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
     grid = task.parse(puzzles[0]).reshape(4, 4).tolist()  # the first puzzle again, as a JSON grid of tokens
     grid = [[max(t - 1, 0) for t in row] for row in grid]  # tokens -> digits (0 = blank)
     answers = model.predict(pd.DataFrame({"puzzle": puzzles + [json.dumps(grid)]}))
-    assert list(answers.columns) == ["solution", "grid", "steps", "confidence"] and len(answers) == 4
+    assert list(answers.columns) == ["solution", "grid", "steps", "confidence", "valid"] and len(answers) == 4
 
     info = json.loads((out.checkpoint / "model.json").read_text())
     served_dtype = resolve_dtype("auto", "cpu")[0]  # the pyfunc computes in this host's choice
@@ -171,6 +183,8 @@ def test_registered_pyfunc_solves_puzzles(one_worker, dataset):
     assert list(answers["grid"]) == [json.dumps(task.decode(e.tokens).tolist()) for e in expected]
     assert list(answers["steps"]) == [e.steps for e in expected]
     assert list(answers["confidence"]) == pytest.approx([e.confidence for e in expected], abs=1e-6)
+    assert list(answers["valid"]) == [e.valid for e in expected] == [
+        task.follows_rules(e.tokens, task.parse(p)) for e, p in zip(expected, puzzles + puzzles[:1])]
     for text in answers["solution"]:
         assert re.fullmatch(r"[1-4.]{16}", text)  # the compact input format: one line of 16 cells
     with pytest.raises(Exception, match="bad puzzle: expected 16 cells"):

@@ -39,7 +39,15 @@ def run(tmp_path, yaml_text, *args):
 @pytest.mark.parametrize("yaml_text, message", [
     ("global_batch_sise: 8\n", "unknown key(s) ['global_batch_sise']"),
     ("global_batch_size: eight\n", "global_batch_size: expected an integer, got str 'eight'"),
-    ("global_batch_size: 9\nscaling: {num_workers: 2}\n", "global_batch_size 9 is not divisible by scaling.num_workers 2"),
+    ("global_batch_size: 8\nscaling: {num_workers: 9}\n", "scaling.num_workers 9 is more than data_shards 8"),
+    ("scaling: {num_workers: [3, 2]}\nmax_failures: 2\n", "scaling.num_workers [3, 2]: min 3 is more than max 2"),
+    ("scaling: {num_workers: [0, 2]}\nmax_failures: 2\n", "scaling.num_workers [0, 2]: at least 1 worker"),
+    ("scaling: {num_workers: [1, 3]}\n", "is elastic, but max_failures is 0"),
+    ("scaling: {num_workers: [1, 2, 3]}\n",
+     "scaling.num_workers: expected an integer or a list of 2 integers, got list [1, 2, 3]"),
+    ("scaling: {num_workers: two}\n", "scaling.num_workers: expected an integer or a list of 2 integers, got str 'two'"),
+    ("checkpoint_minutes: 0\n", "checkpoint_minutes must be a number of minutes > 0"),
+    ("checkpoint_upload: later\n", "checkpoint_upload: must be one of ['async', 'sync'], got 'later'"),
     ("model: {hidden_size: 64, num_heads: 3}\n", "not divisible by num_heads 3"),
     ("model: {h_cycle: 2}\n", "unknown key(s) ['h_cycle']"),
     ("flavour: giant\n", "unknown model flavour 'giant'"),
@@ -240,3 +248,16 @@ def test_resume_refuses_a_dataset_rebuilt_with_other_settings(tmp_path, fake_dat
     with pytest.raises(ValueError, match=rf"run 'again' began on the dataset of fingerprint {was[:36]}; .* now holds "
                                          r"fingerprint ffffffffffffffff \(rebuilt with other settings\)"):
         prepare(cfg, resume=True, uri=store)
+
+
+def test_an_elastic_run_waits_less_for_a_stale_placement_unless_told(monkeypatch):
+    import os
+
+    from pipeline.train.run import ELASTIC_START_TIMEOUT_S, shorter_start_timeout
+
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
+    shorter_start_timeout()
+    assert os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == str(ELASTIC_START_TIMEOUT_S) == "30"
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "90")
+    shorter_start_timeout()
+    assert os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "90"

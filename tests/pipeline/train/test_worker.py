@@ -95,6 +95,27 @@ def test_the_fault_hook_fires_once_on_its_worker_and_step(tmp_path):
     assert (tmp_path / "marker").read_text() == "3"
 
 
+def test_a_pause_holds_its_worker_until_the_file_appears_once(tmp_path, monkeypatch):
+    import json
+    import threading
+
+    from pipeline.train import faults
+
+    until = tmp_path / "go"
+    pause = {"rank": 0, "step": 2, "kind": "pause", "marker": str(tmp_path / "paused"), "until": str(until)}
+    monkeypatch.setenv(faults.ENV, json.dumps([pause]))
+    (found,) = faults.from_env()
+    threading.Timer(0.5, until.touch).start()
+    started = time.monotonic()
+    inject_fault(found, 0, 2)
+    assert time.monotonic() - started >= 0.4 and (tmp_path / "paused").exists()
+    started = time.monotonic()
+    inject_fault([found], 0, 2)  # once
+    assert time.monotonic() - started < 0.1
+    monkeypatch.delenv(faults.ENV)
+    assert faults.from_env() is None
+
+
 def test_hrm_train_prepares_once(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -127,6 +148,23 @@ def test_clock_counts_only_training_time_and_stops_at_the_budget():
     assert clock.last_eval == 70.5 and not clock.eval_due(position)
     no_budget = Clock(None, None)
     assert not no_budget.out_of_time(position) and not no_budget.eval_due(position)
+
+
+def test_a_checkpoint_is_due_after_checkpoint_minutes_of_wall_time():
+    """checkpoint_minutes counts wall time since the last checkpoint — evaluations and waits included, as a lost node
+    would cost them — not training time."""
+    from pipeline.train.worker import Clock
+
+    position = Position()
+    clock = Clock(None, None, checkpoint_seconds=30.0, last_checkpoint=time.perf_counter() - 10.0)
+    clock.count(position)
+    assert not clock.checkpoint_due() and clock.since_checkpoint == pytest.approx(10.0, abs=0.5)
+    clock.last_checkpoint -= 25.0  # 35 s since the last checkpoint
+    clock.count(position)
+    assert clock.checkpoint_due()
+    clock.evaluated(position)
+    assert not clock.checkpoint_due() and clock.since_checkpoint == 0.0
+    assert not Clock(None, None).checkpoint_due()
 
 
 @pytest.mark.parametrize("step, seconds, expected", [

@@ -240,7 +240,7 @@ def test_registered_checkpoint_is_the_best_trials_best_kept_one(workdir, asha_sw
     chosen = json.loads((Path(best_checkpoint(cfg).path) / "model.json").read_text())["metrics"]
     assert kept and chosen[cfg.checkpoint_metric] == max(m[cfg.checkpoint_metric] for m in kept)
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    assert client.get_run(out.best.run_id).data.metrics["model/step"] == chosen["step"]
+    assert int(client.get_run(out.best.run_id).data.tags["model.step"]) == chosen["step"]
     assert best_checkpoint(trial_config(base, out.best.params, "asha-no-such-trial")) is None
 
 
