@@ -173,6 +173,7 @@ def more_compute(model, cfg, bench: ReasoningBench) -> dict[str, float]:
     """The best checkpoint on the held-out puzzles: exact accuracy at M_max segments (as trained), at
     ``deeper``·M_max, and voted over ``votes`` symmetries at that depth."""
     from hrm.tasks import make_task
+    from pipeline.core.progress import Heartbeat, format_duration
     from pipeline.data.loader import load_split, read_metadata
     from pipeline.train.evaluate import evaluate
 
@@ -180,8 +181,11 @@ def more_compute(model, cfg, bench: ReasoningBench) -> dict[str, float]:
     arrays = load_split(cfg.data, "test", limit=cfg.eval_limit)
     M = model.config.halt_max_steps
     deep = M * bench.deeper
-    metrics = evaluate(model, arrays, make_task(meta.task, meta.task_args), batch_size=256, device="cpu",
-                       max_steps=deep, votes=bench.votes, seed=bench.seed)
+    puzzles = len(arrays["inputs"])
+    with Heartbeat(lambda s: f"scoring the best checkpoint with more compute: {puzzles:,} puzzles × {deep} segments"
+                             f" × {bench.votes} vote(s), {format_duration(s)} elapsed"):  # minutes on a CPU
+        metrics = evaluate(model, arrays, make_task(meta.task, meta.task_args), batch_size=256, device="cpu",
+                           max_steps=deep, votes=bench.votes, seed=bench.seed)
     extra = {f"exact_segments_{M}": metrics[f"eval/exact_accuracy_step_{M}"]}
     if deep != M:
         extra[f"exact_segments_{deep}"] = metrics["eval/exact_accuracy"]

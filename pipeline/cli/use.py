@@ -176,6 +176,7 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
     what each point cost; all logged to a new MLflow run (tag hrm.kind=eval) with a plot of both curves."""
     import time
 
+    from pipeline.core.progress import Heartbeat, format_duration
     from pipeline.data.loader import load_split
     from pipeline.train.evaluate import evaluate as run_eval
 
@@ -185,7 +186,9 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
     arrays = load_split(data, split, limit=limit)
     started = time.time()  # the eval run's start: the evaluation's, not the moment it is logged
     began = time.perf_counter()
-    metrics = run_eval(solver.model, arrays, solver.task, batch_size=batch_size, device="cpu", max_steps=max_steps)
+    with Heartbeat(lambda s: f"evaluating {len(arrays['inputs']):,} puzzles, {format_duration(s)} elapsed"):
+        metrics = run_eval(solver.model, arrays, solver.task, batch_size=batch_size, device="cpu",
+                           max_steps=max_steps)
     seconds = time.perf_counter() - began
     for key, value in sorted(metrics.items()):
         click.echo(f"{key:36} {value:.4f}")

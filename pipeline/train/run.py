@@ -57,8 +57,8 @@ def memory_warning(state_bytes: int, params: int, cfg: TrainConfig, cluster_memo
 def check_resources(cfg: TrainConfig, meta=None, data: str = "the dataset") -> None:
     """Fail before fit() when the workers can never be placed, would leave Ray Data no CPU (it would hang), or
     could not hold their share of ``meta``'s training split in the cluster's memory (pipeline.train.plan). An
-    elastic run (``num_workers: [min, max]``) needs room for ``min`` workers now: Ray Train grows it as the cluster
-    does."""
+    elastic run (``num_workers: [min, max]``) needs room for ``min`` workers now (Ray Train grows it as the cluster
+    does), and must not be able to grow over every CPU of it: Train takes what is free, Ray Data would starve."""
     import ray
 
     total = ray.cluster_resources()
@@ -77,6 +77,11 @@ def check_resources(cfg: TrainConfig, meta=None, data: str = "the dataset") -> N
                          f"{cpus:g} CPUs (it needs 1) and the data stream would starve; use fractional "
                          f"scaling.cpus_per_worker "
                          f"(e.g. {max(0.1, (cpus - 1) / n):.2g})")
+    most = min(s.max_workers, int(cpus // s.cpus_per_worker))  # what an elastic run may grow to on this cluster
+    if s.elastic and most * s.cpus_per_worker > cpus - 1:
+        raise ValueError(f"scaling.num_workers [{s.min_workers}, {s.max_workers}] may grow to {most} workers × "
+                         f"{s.cpus_per_worker:g} CPU, every CPU of the cluster's {cpus:g}, and leave Ray Data none "
+                         "(the data stream would starve); lower the max or use fractional scaling.cpus_per_worker")
     if meta is not None:
         problem = share_problem(int(meta.counts["train"]), meta.seq_len, n, memory_of(total), data)
         if problem:
@@ -338,7 +343,8 @@ def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome
     MlflowClient(uri).log_artifact(run_id, str(samples))
     name = (cfg.tracking.model_name or f"hrm-{meta.task}") if cfg.tracking.register else None
     step = int(metrics.get("step", 0))
-    numbers = {k: float(v) for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
+    numbers = {k: float(v) for k, v in metrics.items()
+               if k not in ("step", "eval/count") and isinstance(v, (int, float))}  # the count: a tag, not a chart
     logged = registry.log_model(uri, run_id, best, name, example, step=step, metrics=numbers)
     registry.log_registered_checkpoint(uri, run_id, best.name, step, numbers)
     version = str(logged.registered_model_version) if name and logged.registered_model_version else None

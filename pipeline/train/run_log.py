@@ -96,5 +96,6 @@ def group_tags(uri: str, run_id: str, nodes: list[str], restored_step: int, repl
 
 def replayed_tag(restored_step: int, last: int) -> dict[str, str]:
     """The run's note of a restart that replays logged steps: ``hrm.replayed_from_step_<checkpoint step>``."""
+    start = f"the checkpoint of step {restored_step}" if restored_step else "step 0 (no checkpoint yet)"
     return {f"{REPLAYED_TAG}{restored_step}": f"steps {restored_step + 1}-{last} trained again after a restart from "
-                                              f"the checkpoint of step {restored_step}, logged once"}
+                                              f"{start}, logged once"}

@@ -189,6 +189,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
 
     from pipeline.train.run import end_quietly, ephemeral_outputs
     from pipeline.tune import seal
+    from pipeline.tune.trial_lines import TrialLines
 
     plan = plan or prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
     sweep, folder = plan.sweep, plan.folder
@@ -206,7 +207,9 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_RESOURCES)
     try:  # every way out ends the sweep's MLflow run: FINISHED, KILLED (stopped: --resume continues it) or FAILED
         try:
-            results = _tuner(plan, trainable, resume=resume, concurrent=concurrent, callbacks=callbacks).fit()
+            lines = TrialLines(sweep.metric, grid_size(sweep.space) * sweep.num_samples)
+            results = _tuner(plan, trainable, resume=resume, concurrent=concurrent,
+                             callbacks=[lines, *(callbacks or [])]).fit()
         finally:
             seal.seal_quietly(folder, uri, parent)  # what --resume will accept
         unfinished = _unfinished(plan, trainable)

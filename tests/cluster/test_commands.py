@@ -184,7 +184,8 @@ def test_readme_serving_block_answers(cluster_block):
     run = in_private_network(cluster_block, "serve", readme_block(ROOT / "README.md", "**Serving**", "hrm serve"))
     answer = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("{")))
     (prediction,) = answer["predictions"]
-    assert set(prediction) == {"solution", "grid", "steps", "confidence"}
+    assert set(prediction) == {"solution", "grid", "steps", "confidence", "valid"}
+    assert isinstance(prediction["valid"], bool)  # a Sudoku's rules can tell: true or false, never null
     assert len(prediction["solution"]) == 36 and len(json.loads(prediction["grid"])) == 6  # compact text, JSON rows
     assert "Downloading artifacts" not in run.stdout + run.stderr
 

@@ -240,9 +240,12 @@ def test_an_elastic_run_needs_room_for_its_minimum_now(dataset, monkeypatch):
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0, "memory": 4e9, "object_store_memory": 1e9})
     elastic = config(dataset, **{"scaling.num_workers": [2, 8], "max_failures": 1})
-    check_resources(elastic, read_metadata(dataset), str(dataset))  # 2 × 1 CPU and 1 for Ray Data: fits
+    check_resources(config(dataset, **{"scaling.num_workers": [1, 2], "max_failures": 1}), read_metadata(dataset),
+                    str(dataset))  # at most 2 × 1 CPU, and 1 for Ray Data: fits
     with pytest.raises(ValueError, match="3 workers × 1.0 CPU leave Ray Data 0 of 3 CPUs"):
         check_resources(config(dataset, **{"scaling.num_workers": [3, 8], "max_failures": 1}),
                         read_metadata(dataset), str(dataset))
+    with pytest.raises(ValueError, match=r"\[2, 8\] may grow to 3 workers × 1 CPU, every CPU of the cluster's 3"):
+        check_resources(elastic, read_metadata(dataset), str(dataset))  # Ray Train would take them all
     plan = make_plan(elastic, probe=False, have={"CPU": 3.0, "GPU": 0, "memory": 4e9})
     assert (plan.workers, plan.local_batch) == (2, 8)

@@ -47,6 +47,9 @@ def test_run_folder_and_model_on_s3_resume_from_s3(s3, server, dataset, workdir)
         "name": "on-s3", "data": str(dataset), "storage_path": s3.uri("runs"), "flavour": "debug",
         "model": {"halt_max_steps": 2, "forward_dtype": "float32"}, "global_batch_size": 8, "max_steps": 6,
         "eval_interval": 2, "log_interval": 1, "eval_limit": 8, "eval_samples": 1,
+        # sync: the step-2 checkpoint is on S3 and registered before step 3 fails (uploaded in the background, a
+        # failure one step later can come first: the run then restarts from none)
+        "checkpoint_upload": "sync",
         "tracking": {"tracking_uri": server, "experiment": "s3", "model_name": "hrm-s3"}})
     with pytest.raises(Exception, match="injected failure"):
         train(cfg, fault={"rank": 0, "step": 3, "kind": "raise", "marker": str(workdir / "fault.marker")})

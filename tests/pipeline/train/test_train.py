@@ -64,8 +64,10 @@ def one_worker(workdir, dataset):
 
 def test_two_workers_match_one_worker_through_a_killed_worker(workdir, dataset, one_worker):
     """Two workers at the same global batch train exactly as one, also when one of them is SIGKILLed at step 5:
-    Ray Train replaces it, the run restarts from its last checkpoint (step 2 or 4: the report of step 4 is
-    queued behind that of step 2, which Train has taken by then) and trains the same steps again, logged once."""
+    Ray Train replaces it, the run restarts from the last checkpoint Train had registered — step 4, 2, or none yet:
+    a report is taken ~0.25 s after its checkpoint's upload (async) ends, and the kill comes 0.3-0.6 s after the
+    reports of steps 4 and 2 — and trains the same steps again, logged once; every restart point gives the same
+    losses (the ACT carry is in the checkpoint)."""
     cfg1, out1 = one_worker
     cfg2 = config(workdir, dataset, "two", max_failures=2,
                   **{"scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5})
@@ -83,14 +85,14 @@ def test_two_workers_match_one_worker_through_a_killed_worker(workdir, dataset, 
     assert sorted(steps) == list(range(1, 7))  # steps trained twice after the restart are logged once
     replayed = {k: v for k, v in client.get_run(out2.run_id).data.tags.items() if k.startswith(REPLAYED_TAG)}
     (restored,) = [int(k[len(REPLAYED_TAG):]) for k in replayed]  # the restart, from a checkpoint: what it cost
-    assert restored in (2, 4) and f"after a restart from the checkpoint of step {restored}" in replayed[
-        f"{REPLAYED_TAG}{restored}"]
+    start = f"the checkpoint of step {restored}" if restored else "step 0 (no checkpoint yet)"
+    assert restored in (0, 2, 4) and f"steps {restored + 1}-" in replayed[f"{REPLAYED_TAG}{restored}"]
+    assert f"after a restart from {start}" in replayed[f"{REPLAYED_TAG}{restored}"]
     # the restart noted as an event of the run, beside the group's nodes; every logged step says how many workers
     tags = client.get_run(out2.run_id).data.tags
     assert len(tags[WORKERS_TAG].split(", ")) == 2 and [k for k in tags if k.startswith(RESTART_TAG)] == [
         f"{RESTART_TAG}1"]
-    assert "2 -> 2 workers" in tags[f"{RESTART_TAG}1"] and f"the checkpoint of step {restored}" in tags[
-        f"{RESTART_TAG}1"]
+    assert "2 -> 2 workers" in tags[f"{RESTART_TAG}1"] and start in tags[f"{RESTART_TAG}1"]
     assert set(history(cfg2, out2.run_id, "train/workers").values()) == {2.0}
 
 
@@ -147,8 +149,9 @@ def test_mlflow_holds_run_metrics_model_and_alias(one_worker, dataset):
     assert float(run.data.tags["model.eval/exact_accuracy"]) == pytest.approx(out.metrics["eval/exact_accuracy"],
                                                                               rel=1e-5)
     version = client.get_model_version_by_alias("hrm-test", "champion")  # described, as the registered model is
-    assert f"the checkpoint of step {step}: exact_accuracy" in version.description and "hrm train" in \
-        version.description and client.get_registered_model("hrm-test").description.startswith("HRM models for sudoku")
+    assert f"the checkpoint of step {step}: accuracy" in version.description and "exact_accuracy" in \
+        version.description and "hrm train" in version.description
+    assert client.get_registered_model("hrm-test").description.startswith("HRM models for sudoku")
     assert run.data.tags["model.checkpoint"] == out.checkpoint.name
 
 
