@@ -21,7 +21,7 @@ class Segment:
     tokens: np.ndarray  # (seq_len,) the predicted grid after this segment
     changed: np.ndarray  # (seq_len,) bool: cells that differ from the previous segment's prediction
     q_halt: float
-    q_continue: float
+    q_continue: float | None  # None: the model trains no continue head (``halt_target: none``, TRM's rule)
     halts: bool  # the model's own decision to stop here (``HRM.wants_halt``)
 
 
@@ -89,12 +89,14 @@ def trace(model, inputs: np.ndarray, label: np.ndarray | None = None, *, puzzle_
     kept = infer(model, {"inputs": x, "puzzle_ids": torch.tensor([puzzle_id])}, max_steps=max_steps,
                  keep_steps=True).per_step
     halts = model.wants_halt(kept["q_halt"], kept["q_continue"])[:, 0].tolist()  # (S,)
+    trained_continue = model.config.halt_target != "none"  # else its continue logit is an untrained head's
     segments, previous = [], None
     for step, (guess, q_halt, q_cont, stop) in enumerate(zip(kept["preds"][:, 0], kept["q_halt"][:, 0].tolist(),
                                                              kept["q_continue"][:, 0].tolist(), halts), start=1):
         tokens = guess.cpu().numpy().astype(np.uint8)  # (L,)
         changed = np.ones_like(tokens, bool) if previous is None else tokens != previous
-        segments.append(Segment(step, tokens, changed, float(q_halt), float(q_cont), bool(stop)))
+        segments.append(Segment(step, tokens, changed, float(q_halt), float(q_cont) if trained_continue else None,
+                                bool(stop)))
         previous = tokens
     return Trace(np.asarray(inputs, np.uint8), None if label is None else np.asarray(label, np.uint8), segments)
 
@@ -159,7 +161,8 @@ def draw_traces(traces: list[Trace], task):
             ok = t.correct(s.step)
             verdict = "" if ok is None else (" right" if ok else " wrong")
             draw(axes[row, s.step], task, s.tokens, givens=t.inputs, changed=s.changed if s.step > 1 else None,
-                 title=f"segment {s.step}{mark}{verdict}\nq_halt {s.q_halt:+.2f}  q_cont {s.q_continue:+.2f}")
+                 title=f"segment {s.step}{mark}{verdict}\nq_halt {s.q_halt:+.2f}"
+                       + (f"  q_cont {s.q_continue:+.2f}" if s.q_continue is not None else ""))
         if t.label is not None:
             draw(axes[row, -1], task, t.label, givens=t.inputs, title="answer")
         elif labelled:
@@ -178,8 +181,9 @@ def plot_q_values(traces: list[Trace]):
     for i, t in enumerate(traces):
         steps = [s.step for s in t.segments]
         line, = ax.plot(steps, [s.q_halt for s in t.segments], marker="o", label=f"puzzle {i}: q_halt")
-        ax.plot(steps, [s.q_continue for s in t.segments], marker="x", ls="--", color=line.get_color(),
-                label=f"puzzle {i}: q_continue")
+        if any(s.q_continue is not None for s in t.segments):  # a model with no continue head: q_halt alone
+            ax.plot(steps, [s.q_continue for s in t.segments], marker="x", ls="--", color=line.get_color(),
+                    label=f"puzzle {i}: q_continue")
         ax.axvline(t.halted_at, color=line.get_color(), alpha=0.3, lw=4)
     ax.set_xlabel("ACT segment")
     ax.set_ylabel("Q-value (logit)")

@@ -2,8 +2,10 @@
 run, tagged ``mlflow.parentRunId``), and exact accuracy against reasoning depth and the compute actually used.
 
 Depth of one ACT segment = h_cycles × l_cycles low-level steps (N·T, as in the sweep report:
-``pipeline.tune.report.segment_depth``); a trial's full depth = halt_max_steps × that. Compute used = the mean halting segment (``eval/steps``) × depth per
-segment. ``eval/exact_accuracy_step_<s>`` is the accuracy after segment s, so one trial gives a whole depth curve.
+``pipeline.tune.report.segment_depth``); a trial's full depth = halt_max_steps × that. Compute used = layer
+applications: the mean halting segment (``eval/steps``) × N·(T·L_layers + H_layers), the sweep report's
+``compute_per_example`` with the segments actually run in place of M_max. ``eval/exact_accuracy_step_<s>`` is the
+accuracy after segment s, so one trial gives a whole depth curve.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ def trials(tracking_uri: str, parent_run_id: str, metric: str = "eval/exact_accu
                   "max_depth": full_depth(m),
                   "mean_segments": metrics.get("eval/steps"), "accuracy": metrics.get(metric),
                   "best_accuracy": max(history) if history else None}
-        record["compute"] = None if record["mean_segments"] is None else record["mean_segments"] * per_segment
+        # layer applications actually used: the sweep report's compute_per_example (M_max·N·(T·L_layers + H_layers)),
+        # with the mean halting segment in place of M_max
+        layers = m.h_cycles * (m.l_cycles * m.l_layers + (m.h_layers if m.variant == "hrm" else m.l_layers))
+        record["compute"] = None if record["mean_segments"] is None else record["mean_segments"] * layers
         for key, value in metrics.items():
             step = STEP_METRIC.match(key)
             if step:
@@ -128,10 +133,12 @@ def plot_depth(table, metric_name: str = "exact accuracy"):
         axes[2].plot(part["depth"], part["accuracy"], marker="o", ms=3, alpha=0.8,
                      color=colours[(int(first["h_cycles"]), int(first["l_cycles"]))])
     axes[0].set(xlabel="full depth: M_max × N × T", ylabel=f"best {metric_name}")
-    axes[1].set(xlabel="compute used: mean halting segment × N × T", ylabel=f"final {metric_name}")
+    axes[1].set(xlabel="compute used: layer applications, mean halting segment × N × (T·L + H layers)",
+                ylabel=f"final {metric_name}")
     axes[2].set(xlabel="depth after segment s: s × N × T", ylabel=f"{metric_name} after segment s")
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.03, 1.03)  # accuracies: the whole range, also when every one is 0 (it spanned ±0.04 then)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, title="cycles")
     fig.tight_layout()

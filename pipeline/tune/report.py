@@ -153,6 +153,7 @@ def plot(rows: list[TrialRow], path: Path) -> None:
     depths = [depth(r.model) for r in rows] or [1]
     if max(depths) >= 4 * min(depths):
         ax.set_xscale("log", base=2)
+    ax.margins(x=0.15)  # room for the deepest point's "M×N×T" label inside the axes (it was cut at the edge)
     ax.set_xlabel("reasoning depth M_max·N·T (low-level steps per example)")
     ax.set_ylabel("best eval exact accuracy")
     ax.set_ylim(-0.03, 1.03)

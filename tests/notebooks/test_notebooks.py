@@ -131,6 +131,12 @@ def test_sweep_table_reads_depth_and_compute(tmp_path):
     deepest = table.iloc[-1]
     assert (deepest["halt_max_steps"], deepest["h_cycles"], deepest["l_cycles"]) == (4, 2, 2)
     assert deepest["per_segment"] == 4 and deepest["max_depth"] == 16  # N·T = 2·2, M_max = 4
-    assert deepest["best_accuracy"] == pytest.approx(24 / 40) and deepest["compute"] == pytest.approx(2.5 * 4)
+    from hrm.config import model_config
+    from pipeline.tune.report import compute_per_example
+
+    # compute used: the sweep report's compute_per_example (at M_max 4) with the mean halting segment (2.5) instead
+    per_example = compute_per_example(model_config("debug", halt_max_steps=4, h_cycles=2, l_cycles=2))
+    assert deepest["best_accuracy"] == pytest.approx(24 / 40) and deepest["compute"] == pytest.approx(
+        2.5 * per_example / 4)
     curves = sweeps.depth_curves(table)
     assert len(curves) == 2 * (1 + 2 + 4) and curves["depth"].max() == 16

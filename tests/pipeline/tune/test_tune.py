@@ -119,6 +119,30 @@ def test_report_table_and_plot(tmp_path):
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_plots_labels_stay_inside_its_axes(tmp_path, monkeypatch):
+    """Each point's "M×N×T" label, the deepest one's too (it was cut at the right edge), lies within the axes."""
+    import matplotlib.figure
+
+    from pipeline.tune.report import plot
+
+    rows = [TrialRow(f"t{i}", "completed", {}, model_config("debug", halt_max_steps=m, h_cycles=n, l_cycles=t), {},
+                     1, 8, None, best_exact=e)
+            for i, (m, n, t, e) in enumerate([(2, 1, 1, 0.2), (4, 2, 2, 1.0), (2, 2, 2, 0.5)])]
+    inside, save = {}, matplotlib.figure.Figure.savefig
+
+    def measured(fig, *args, **kwargs):
+        renderer = fig.canvas.get_renderer()
+        (ax,) = fig.axes
+        box = ax.get_window_extent(renderer)
+        inside.update({t.get_text(): box.x0 <= t.get_window_extent(renderer).x0 and
+                       t.get_window_extent(renderer).x1 <= box.x1 for t in ax.texts})
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", measured)
+    plot(rows, tmp_path / "plot.png")
+    assert inside == {"2×1×1": True, "4×2×2": True, "2×2×2": True}
+
+
 def test_trial_row_reads_a_tune_result():
     """A trial's row comes from its Ray Tune Result alone: id from its metrics, failure from its error."""
     from types import SimpleNamespace
