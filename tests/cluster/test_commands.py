@@ -121,7 +121,12 @@ def test_readme_cluster_block_runs_from_a_fresh_shell(cluster_block):
     assert (repo / "data/sudoku-demo/metadata.json").is_file()  # absolute --out: the checkout, not the job's copy
     with sqlite3.connect(repo / "mlflow.db") as db:  # MLFLOW_TRACKING_URI exported before `ray start`
         versions = db.execute("select count(*) from model_versions where name = 'hrm-sudoku-demo'").fetchone()[0]
+        digests = db.execute("select value from tags where key = 'hrm.source_sha256'").fetchall()
     assert versions == 1
+    from pipeline.tracking.version import source_sha256
+
+    # the job ran in Ray's copy of its --working-dir, without .git: its run still names its code, by digest
+    assert digests and {d for (d,) in digests} == {source_sha256(repo)}
     assert "Stopped all" in run.stdout + run.stderr  # the block's own `ray stop`
 
 
