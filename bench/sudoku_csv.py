@@ -5,10 +5,11 @@
 The published files (sapientinc/sudoku-extreme on Hugging Face) are ``source,question,answer,rating`` rows, '.' for a
 blank, a header first: about 3.83 M training and 423 k test puzzles (3,831,994 and 422,786 here, our record of the
 published counts: not checked against the files, which this machine cannot download), rated by tdoku's backtracks
-(mean 22). Ours: a few hundred originals from our generator rated >= 10 failed guesses (about as hard; the import's
-uniqueness check, the slow part, costs about what it costs on theirs), each row one of them under a random symmetry
-(band, row, stack, column permutations, transpose, digit relabelling): the same bytes a row, the same rows a file.
-Training and test rows come from disjoint originals. Written in blocks, to a temporary name renamed at the end.
+(mean 22). Ours: a few hundred originals from our generator rated >= 10 failed guesses (mean ≈ 15 in a sample of
+ours, against the published mean of 22: the import's uniqueness check, its slow part, may cost more on the published
+files), each row one of them under a random symmetry (band, row, stack, column permutations, transpose, digit
+relabelling): the same bytes a row, the same rows a file. Training and test rows come from disjoint originals.
+Written in blocks, to a temporary name renamed at the end.
 """
 
 from __future__ import annotations
