@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import calendar
 import json
-import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.core.precision import cpu_capability, cpu_name  # noqa: E402
 from tests.cluster.nodes import (  # noqa: E402
-    BIN,
     FAST_HEALTH_CHECKS,
     LocalCluster,
     ended,
@@ -78,12 +77,6 @@ def write_configs(folder: Path, every: int) -> int:
     return max_steps
 
 
-def hrm(cluster: LocalCluster, folder: Path, args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "HRM_PROGRESS": "lines", "GLOO_SOCKET_IFNAME": "lo", **env}
-    return subprocess.Popen([str(BIN / "hrm"), *args], cwd=folder, env=env, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT)
-
-
 def one(every: int, start_timeout: float, logs: Path) -> Loss:
     from mlflow.tracking import MlflowClient
 
@@ -97,8 +90,8 @@ def one(every: int, start_timeout: float, logs: Path) -> Loss:
             cluster.add_node(name, cpus=3, ip=ip)
         wait_for("3 nodes", lambda: len(cluster.alive()) == 3, timeout=120, every=2)
         env = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(start_timeout)}
-        built = hrm(cluster, folder, ["data", "build", "sudoku", "--config", "data.yaml", "--out", "data/tiny"],
-                    logs / "build.log", env)
+        built = cluster.hrm(folder, ["data", "build", "sudoku", "--config", "data.yaml", "--out", "data/tiny"],
+                            logs / "build.log", env)
         assert built.wait(timeout=240) == 0, (logs / "build.log").read_text()[-2000:]
         client = MlflowClient(uri)
         client.search_experiments()
@@ -106,8 +99,8 @@ def one(every: int, start_timeout: float, logs: Path) -> Loss:
         pause = {"rank": 0, "step": at, "kind": "pause", "marker": str(folder / "paused"),
                  "until": str(folder / "never")}
         log = logs / f"elastic-{every}-{start_timeout:g}.log"
-        driver = hrm(cluster, folder, ["train", "--config", "elastic.yaml"], log,
-                     {**env, "HRM_TEST_FAULTS": json.dumps([pause])})
+        driver = cluster.hrm(folder, ["train", "--config", "elastic.yaml"], log,
+                             {**env, "HRM_TEST_FAULTS": json.dumps([pause])})
 
         def history(key: str) -> list:
             exp = client.get_experiment_by_name("elastic")
@@ -156,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = pid_namespaces_problem()
     if problem:
         ap.error(problem)
-    logs = args.logs or Path(subprocess.check_output(["mktemp", "-d", "/tmp/hrm-elastic-XXXX"], text=True).strip())
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="hrm-elastic-"))
     logs.mkdir(parents=True, exist_ok=True)
     print(f"on {cpu_name()} ({cpu_capability()}); logs under {logs}\n"
           "| every | start timeout | killed after step | restored | steps lost | s a step | training s lost | "

@@ -178,6 +178,7 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
 
     from pipeline.core.progress import Heartbeat, format_duration
     from pipeline.data.loader import load_split
+    from pipeline.tracking.model_files import registered_version
     from pipeline.train.evaluate import evaluate as run_eval
 
     use_store(tracking_uri, model_uri)
@@ -200,7 +201,7 @@ def evaluate(model_uri: str, tracking_uri: str | None, data: Path, split: str, l
         run_id, name = _log_eval(model_run, experiment, metrics, by_segment, by_votes,
                                  {"model": model_uri, "data": meta.path, "split": split, "limit": limit,
                                   "max_steps": K, "votes": votes, "seed": seed},
-                                 model=registered(model_uri), meta=meta, started=started)
+                                 model=registered_version(model_uri), meta=meta, started=started)
         click.echo(f"logged to MLflow run {run_id} (experiment {name})")
 
 
@@ -231,30 +232,6 @@ def _echo_curves(by_segment: list[dict], by_votes: list[dict]) -> None:
             click.echo(f"{p[x]:10d} {p['exact_accuracy']:8.4f} {p['forward_passes']:8d} {p['seconds']:9.2f}")
 
 
-def registered(model_uri: str):
-    """The registry's ModelVersion a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names (the
-    version an alias points at now), None for another URI."""
-    import re
-
-    from mlflow.tracking import MlflowClient
-
-    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
-    if found is None:
-        return None
-    name, alias, version = found.groups()
-    client = MlflowClient()
-    return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-
-
-def logged_model_id(version) -> str | None:
-    """The LoggedModel a registry version was made from: its ``model_id``, which a sqlite store leaves unset, else
-    the ``models:/m-…`` source it was registered from."""
-    if version is None:
-        return None
-    source = version.source or ""
-    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
-
-
 def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, float],
               by_segment: list[dict], by_votes: list[dict], params: dict, *, model=None, meta=None,
               started: float | None = None) -> tuple[str, str]:
@@ -272,11 +249,12 @@ def _log_eval(model_run: str | None, experiment: str | None, metrics: dict[str, 
 
     from pipeline.evaluate.curves import plot_curves
     from pipeline.tracking import runs
+    from pipeline.tracking.model_files import version_model_id
 
     uri = mlflow.get_tracking_uri()
     name = experiment or runs.experiment_of_model(uri, model_run, "hrm-eval")
     tags = {"hrm.kind": "eval", **({"hrm.model_run_id": model_run} if model_run else {})}
-    model_id = logged_model_id(model)
+    model_id = version_model_id(model) if model is not None else None
     if model is not None:
         params = {**params, "model_version": f"{model.name}/{model.version}"}
         tags.update({"hrm.model_name": model.name, "hrm.model_version": str(model.version),

@@ -69,24 +69,29 @@ def fetch(model_uri: str, into: Path, *, trust: bool = False) -> Path:
 def _logged_by(model_uri: str, meta) -> tuple[str | None, str | None]:
     """(the run that logged the model, the model's id): the registry's word for a registered version, else the
     MLmodel's."""
+    try:
+        version = registered_version(model_uri)
+        if version is not None:
+            return version.run_id, version_model_id(version) or meta.model_id
+    except Exception:  # noqa: BLE001 (a registry that cannot say: the MLmodel's ids are checked all the same)
+        pass
+    return meta.run_id, meta.model_id
+
+
+def registered_version(model_uri: str):
+    """The registry's ModelVersion that ``models:/<name>@<alias>`` (the version the alias points at now) or
+    ``models:/<name>/<version>`` names; None for another URI (``models:/<model id>`` is a logged model)."""
     from mlflow.tracking import MlflowClient
 
-    if model_uri.startswith("models:/"):
-        name, _, which = model_uri[len("models:/"):].rstrip("/").partition("@")
-        client = MlflowClient()
-        try:
-            if which:
-                version = client.get_model_version_by_alias(name, which)
-            elif "/" in name:
-                name, number = name.rsplit("/", 1)
-                version = client.get_model_version(name, number)
-            else:
-                version = None  # models:/<model id>: a logged model, not a registered version
-            if version is not None:
-                return version.run_id, version_model_id(version) or meta.model_id
-        except Exception:  # noqa: BLE001 (a registry that cannot say: the MLmodel's ids are checked all the same)
-            pass
-    return meta.run_id, meta.model_id
+    if not model_uri.startswith("models:/"):
+        return None
+    name, _, which = model_uri[len("models:/"):].rstrip("/").partition("@")
+    if which:
+        return MlflowClient().get_model_version_by_alias(name, which)
+    if "/" in name:
+        name, number = name.rsplit("/", 1)
+        return MlflowClient().get_model_version(name, number)
+    return None
 
 
 def version_model_id(version) -> str | None:

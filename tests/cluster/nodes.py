@@ -122,6 +122,15 @@ class LocalCluster(Nodes):
         self.start_node(name, 0, [f"--address={self.address}", f"--node-ip-address={ip}", f"--num-cpus={cpus}"],
                         env=self.node_env)
 
+    def hrm(self, folder: Path, args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+        """``hrm <args>`` as a driver beside the head (in ``folder``, on this cluster, its Train workers' Gloo on
+        ``lo``, progress as log lines), its output in ``log``."""
+        env = {**self.env, "RAY_ADDRESS": self.address, "HRM_PROGRESS": "lines", "GLOO_SOCKET_IFNAME": "lo",
+               **(env or {})}
+        with open(log, "w") as out:  # the child keeps its own copy of the file
+            return subprocess.Popen([str(BIN / "hrm"), *args], cwd=folder, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+
     def alive(self) -> dict[str, str]:
         """Node name -> Ray node id (hex) of every node the head's GCS counts alive: ``ray.nodes()`` in a process of
         its own (its ``ray.init`` costs ~2 s of CPU: call it seldom), a node named by its temp folder."""

@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from tests.cluster.nodes import (
-    BIN,
     FAST_HEALTH_CHECKS,
     LocalCluster,
     ended,
@@ -73,10 +72,7 @@ def hrm(cluster: LocalCluster, folder: Path, *args: str, log: Path, env: dict | 
     # A worker group that cannot be placed in 10 s is tried again on the resources Ray then sees: after the kill,
     # Train decides on a view of the cluster where the killed node is not dead yet (its 3 workers wait for a node
     # that is gone), and decides again on the 2 nodes left once it is declared dead.
-    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "HRM_PROGRESS": "lines", "GLOO_SOCKET_IFNAME": "lo",
-           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10", **(env or {})}
-    return subprocess.Popen([str(BIN / "hrm"), *args], cwd=folder, env=env, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT)
+    return cluster.hrm(folder, list(args), log, {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10", **(env or {})})
 
 
 def run_of(uri: str, name: str):
