@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup bytecode clean postgres
+.PHONY: demo test setup bytecode clean postgres lab
 setup: $(VENV)/.installed
 
 # pip's own output (setuptools' editable-install banner among it) goes to .venv/setup.log, shown only when a step fails.
@@ -34,6 +34,18 @@ demo: setup bytecode
 
 test: setup bytecode postgres
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# The notebooks in JupyterLab: installs it into the venv the first time (the project's `notebooks` extra), then opens
+# notebooks/ (run `make demo` first: notebooks 02 and 03 read its model and runs). As root (a container), JupyterLab
+# wants --allow-root.
+lab: setup $(VENV)/.lab
+	$(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/
+
+$(VENV)/.lab: pyproject.toml
+	@echo "installing JupyterLab into $(VENV) (pip's log: $(VENV)/setup.log)"
+	@$(BIN)/pip install --quiet -e ".[notebooks]" >> $(VENV)/setup.log 2>&1 || \
+	 { tail -30 $(VENV)/setup.log; echo "installing JupyterLab failed (the log: $(VENV)/setup.log)"; exit 1; }
+	@touch $@
 
 # PostgreSQL (Debian's package) for tests/cluster/test_mlflow_postgres.py: installed when missing if we are root and
 # have apt-get, quietly; never fails the run (without it that test is skipped, saying why).

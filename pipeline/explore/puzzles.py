@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.explore.draw import draw, figure
+from pipeline.core.draw import draw, figure
 
 log = logging.getLogger(__name__)
 

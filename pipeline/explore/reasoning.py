@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.explore.draw import draw, figure
+from pipeline.core.draw import draw, figure
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """Buffered MLflow logging for the rank-0 training worker: an unreachable tracking server does not stall training.
 
 :class:`BufferedRunLogger` has :class:`pipeline.tracking.runs.RunLogger`'s methods (``log``, ``log_params``,
-``set_tags``); they queue and return at once, and one daemon thread sends the queue in order (metric batches merged
-up to MLflow's 1000 metrics per ``log_batch``; every metric keeps its step and the time it was logged at). When a
-send fails for want of the server (a refused or timed-out connection, a 5xx, a rate limit) the thread warns once
-(the tracking URI, the error, what is buffered, the deadline) and tries again with back-off (1 s doubling up to
-60 s); once the server answers it sends the backlog and says so. Training stops (:class:`TrackingUnreachable`,
-raised by the next ``log`` call) only when the server has been unreachable longer than
+``set_tags``) and ``log_image``; they queue and return at once, and one daemon thread sends the queue in order
+(metric batches merged up to MLflow's 1000 metrics per ``log_batch``; every metric keeps its step and the time it was
+logged at). When a send fails for want of the server (a refused or timed-out connection, a 5xx, a rate limit) the
+thread warns once (the tracking URI, the error, what is buffered, the deadline) and tries again with back-off (1 s
+doubling up to 60 s); once the server answers it sends the backlog and says so. Training stops
+(:class:`TrackingUnreachable`, raised by the next ``log`` call) only when the server has been unreachable longer than
 ``tracking.unreachable_minutes``. An error the server answers with (a refused value, a deleted run) is no outage: the
 next call raises it, as the unbuffered logger raised it at once.
 
@@ -58,7 +58,8 @@ def is_outage(err: BaseException) -> bool:
 
 @dataclass
 class Item:
-    """One call: ``kind`` "metrics" (``payload`` a list of mlflow Metric), "params" or "tags" (a dict)."""
+    """One call: ``kind`` "metrics" (``payload`` a list of mlflow Metric), "params" or "tags" (a dict), "image"
+    (a dict of MlflowClient.log_image's arguments)."""
 
     kind: str
     payload: Any
@@ -82,6 +83,9 @@ def describe(items: list[Item]) -> str:
         count = sum(len(item.payload) for item in items if item.kind == kind)
         if count:
             parts.append(f"{count} {kind}")
+    images = sum(item.kind == "image" for item in items)
+    if images:
+        parts.append(f"{images} images")
     return f"{len(items)} items ({', '.join(parts)})" if parts else f"{len(items)} items"
 
 
@@ -154,6 +158,14 @@ class BufferedRunLogger:
     def set_tags(self, tags: dict[str, str]) -> None:
         self.check()
         self._put(Item("tags", {k: str(v) for k, v in tags.items()}))
+
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        """Queue a picture (RGB pixels (H, W, 3) uint8) as the run's image ``key`` at ``step``, stamped now (MLflow
+        keeps one per step and shows them with a step slider); dropped like metrics for steps from before a restart."""
+        self.check()
+        if step <= self.skip_through:
+            return
+        self._put(Item("image", {"image": image, "key": key, "step": step, "timestamp": int(time.time() * 1000)}))
 
     def _put(self, item: Item) -> None:
         with self._cond:
@@ -298,6 +310,8 @@ class BufferedRunLogger:
             self.sender.log_params(head.payload)
         elif head.kind == "tags":
             self.sender.set_tags(head.payload)
+        elif head.kind == "image":
+            self.sender.client.log_image(self.run_id, **head.payload, synchronous=True)
         else:
             self.sender.client.log_batch(self.run_id, metrics=[m for item in batch for m in item.payload])
 

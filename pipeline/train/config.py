@@ -97,7 +97,7 @@ class TrainConfig:
     # training goes on; "sync": the step waits for the copy
     checkpoint_upload: Literal["async", "sync"] = "async"
     eval_limit: int | None = None  # at most this many test examples per evaluation
-    eval_samples: int = 4  # puzzles drawn with the model's answers in the MLflow artifacts
+    eval_samples: int = 4  # test puzzles drawn with the answers at every evaluation (MLflow image "eval_samples")
     # > 1: each evaluation also votes over this many symmetries of each puzzle (hrm.vote; N times the eval's
     # forward passes) and logs eval/exact_accuracy_votes_<N>; 1 (default): no voting, the eval costs what it did
     eval_votes: int = 1

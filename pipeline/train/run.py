@@ -330,17 +330,16 @@ def version_description(cfg: TrainConfig, run_id: str, meta, step: int, metrics:
 
 
 def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome:
-    """Log the best checkpoint's model (and its sample answers) to the run, its eval metrics linked to the model
-    and, as ``model/*`` summary metrics of the run, which checkpoint it is; register it; move the alias."""
+    """Log the best checkpoint's model (the first test puzzles its input example) to the run, its eval metrics
+    linked to the model and, as ``model/*`` summary metrics of the run, which checkpoint it is; register it; move the
+    alias."""
+    from hrm.tasks import make_task
     from pipeline.tracking import registry
-    from pipeline.train.samples import draw_samples
+    from pipeline.train.samples import example_puzzles
 
     info = json.loads((best / "model.json").read_text())
     metrics: dict[str, Any] = info.get("metrics", {})
-    samples, example = draw_samples(best, meta.path, cfg.eval_samples)
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(uri).log_artifact(run_id, str(samples))
+    example = example_puzzles(make_task(meta.task, meta.task_args), meta.path, cfg.eval_samples)
     name = (cfg.tracking.model_name or f"hrm-{meta.task}") if cfg.tracking.register else None
     step = int(metrics.get("step", 0))
     numbers = {k: float(v) for k, v in metrics.items()
@@ -351,7 +350,8 @@ def finish(cfg: TrainConfig, uri: str, run_id: str, best: Path, meta) -> Outcome
     if name and version:
         registry.describe(uri, name, version, version_description(cfg, run_id, meta, step, numbers),
                           f"HRM models for {meta.task} {json.dumps(meta.task_args)} ({meta.seq_len} tokens), "
-                          f"registered by `hrm train`; @{registry.CHAMPION} is the best by {cfg.tracking.champion_metric}.")
+                          f"registered by `hrm train`; @{registry.CHAMPION} is the best by "
+                          f"{cfg.tracking.champion_metric}.")
     champion = False
     if name and version:
         value = float(metrics.get(cfg.tracking.champion_metric, float("-inf")))

@@ -41,6 +41,8 @@ from pipeline.train.faults import inject_fault
 from pipeline.train.gradients import all_reduce_sum
 from pipeline.train.metric_log import MetricLog
 from pipeline.train.run_log import group_tags, logged_through, open_tracking, replayed_tag, worker_nodes
+from pipeline.train.samples import KEY as SAMPLES_KEY
+from pipeline.train.samples import sample_image
 
 log = logging.getLogger(__name__)
 REPORT_SETTLE_SECONDS = 10.0  # at most, before each report, for the eval metrics to reach MLflow (not in an outage)
@@ -307,7 +309,8 @@ def log_train(w: Worker) -> bool:
 
 def evaluate_and_checkpoint(w: Worker) -> None:
     """Score the model (the EMA weights when on) on the test split, all workers together; log the eval metrics
-    (rank 0); report them to Ray Train with a checkpoint that rank 0 writes (every worker's RNG state in it)."""
+    and a picture of its answers to the first ``eval_samples`` puzzles (rank 0); report them to Ray Train with a
+    checkpoint that rank 0 writes (every worker's RNG state in it)."""
     import ray.train
 
     scored = w.ema.shadow if w.ema is not None else w.model
@@ -324,6 +327,10 @@ def evaluate_and_checkpoint(w: Worker) -> None:
                       "train/minutes": metrics["train_minutes"]}, w.position.step)
         log.info("step %d (%.1f min of training): eval exact %.3f, token %.3f", w.position.step,
                  metrics["train_minutes"], metrics["eval/exact_accuracy"], metrics["eval/accuracy"])
+        image = sample_image(scored, w.evals.task, w.evals.arrays, w.cfg.eval_samples,
+                             f"step {w.position.step}: exact accuracy {metrics['eval/exact_accuracy']:.3f}")
+        if image is not None:
+            w.logger.log_image(image, SAMPLES_KEY, w.position.step)
     if w.logger is not None:  # in MLflow before the report: a scheduler (Tune's ASHA) may end the run at it
         w.logger.settle(REPORT_SETTLE_SECONDS)
     rngs = checkpoint.gather_rng_states(w.world)

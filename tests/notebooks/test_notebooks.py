@@ -140,3 +140,18 @@ def test_sweep_table_reads_depth_and_compute(tmp_path):
         2.5 * per_example / 4)
     curves = sweeps.depth_curves(table)
     assert len(curves) == 2 * (1 + 2 + 4) and curves["depth"].max() == 16
+
+
+def test_make_lab_installs_jupyterlab_and_opens_the_notebooks(tmp_path):
+    """README's command for the notebooks: `make lab` installs the `notebooks` extra (JupyterLab) into the venv, then
+    opens notebooks/ (shown with -n, nothing run: a fresh venv folder that does not exist)."""
+    import subprocess
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("jupyterlab") for req in extras["notebooks"])
+    plan = subprocess.run(["make", "-n", "lab", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+    install = plan.index('pip install --quiet -e ".[notebooks]"')
+    assert plan.index("venv/bin/jupyter lab", install) > install and plan.rstrip().endswith("notebooks/")
+    assert "`make lab`" in (ROOT / "README.md").read_text()

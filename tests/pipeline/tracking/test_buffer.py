@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 
 import tests.mlflow_server as servers
@@ -56,6 +57,29 @@ def timed_log(logger: BufferedRunLogger, step: int) -> None:
     assert time.perf_counter() - started < 0.5
 
 
+PIXELS = np.zeros((20, 30, 3), np.uint8)
+
+
+def picture_steps(client, run_id: str) -> list[int]:
+    """The steps of the run's pictures (MLflow keeps them as images/<key>+step+<step>+timestamp+…png)."""
+    names = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
+    return sorted(int(name.split("+step+")[1].split("+")[0]) for name in names)
+
+
+def test_pictures_of_steps_before_a_restart_are_dropped(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("pictures", (tmp_path / "a").as_uri())).info.run_id
+    logger = BufferedRunLogger(uri, run_id)
+    logger.skip_through = 4  # the run holds steps 1-4 from before a restart
+    for step in (2, 4, 6):
+        logger.log_image(PIXELS, "samples", step)
+    assert logger.close(timeout=60)
+    assert picture_steps(client, run_id) == [6]
+
+
 def test_lower_http_retries_keeps_what_the_user_set():
     env = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
     lower_http_retries(env)
@@ -80,10 +104,12 @@ def test_metrics_logged_while_the_server_is_down_reach_the_run(tmp_path, monkeyp
         logger.log_params({"resolved.forward_dtype": "float32"})
         for step in (1, 2, 3):
             timed_log(logger, step)
+        logger.log_image(PIXELS, "samples", 2)
         assert logger.settle(60.0)  # the server is up: what is queued is sent before a report
     stopped = time.monotonic()
     for step in (4, 5, 6):
         timed_log(logger, step)
+    logger.log_image(PIXELS, "samples", 5)  # a picture waits for the server like the metrics
     logger.set_tags({"phase": "outage"})
     warned = wait_for(lambda: records(caplog, logging.WARNING, url, "is unreachable"), 30)
     assert warned, "no warning while the server is down"
@@ -103,10 +129,12 @@ def test_metrics_logged_while_the_server_is_down_reach_the_run(tmp_path, monkeyp
         run = client.get_run(run_id)
         history = sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)
         rates = client.get_metric_history(run_id, "lr")
+        pictures = picture_steps(client, run_id)
     assert [(m.step, m.value) for m in history] == [(s, 1.0 / s) for s in range(1, 8)]
     stamps = [m.timestamp for m in history]
     assert stamps == sorted(stamps) and all(m.timestamp < restarted_ms for m in history if m.step <= 6)
     assert sorted(m.step for m in rates) == list(range(1, 8))
+    assert pictures == [2, 5]
     assert run.data.params["resolved.forward_dtype"] == "float32" and run.data.tags["phase"] == "outage"
     assert records(caplog, logging.INFO, url, "is back")
     assert records(caplog, logging.WARNING, url, "lost") == []

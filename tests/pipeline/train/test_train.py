@@ -56,6 +56,13 @@ def history(cfg, run_id, key):
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
+def picture_steps(cfg, run_id) -> list[int]:
+    """The steps of the run's sample pictures (MLflow's images/<key>+step+<step>+timestamp+...png)."""
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    pictures = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
+    return sorted(int(p.split("+step+")[1].split("+")[0]) for p in pictures)
+
+
 @pytest.fixture(scope="module")
 def one_worker(workdir, dataset):
     cfg = config(workdir, dataset, "one")
@@ -83,6 +90,7 @@ def test_two_workers_match_one_worker_through_a_killed_worker(workdir, dataset, 
     client = MlflowClient(cfg2.tracking.tracking_uri)
     steps = [m.step for m in client.get_metric_history(out2.run_id, "train/lm_loss")]
     assert sorted(steps) == list(range(1, 7))  # steps trained twice after the restart are logged once
+    assert picture_steps(cfg2, out2.run_id) == [2, 4, 6]  # and their sample pictures
     replayed = {k: v for k, v in client.get_run(out2.run_id).data.tags.items() if k.startswith(REPLAYED_TAG)}
     (restored,) = [int(k[len(REPLAYED_TAG):]) for k in replayed]  # the restart, from a checkpoint: what it cost
     start = f"the checkpoint of step {restored}" if restored else "step 0 (no checkpoint yet)"
@@ -122,7 +130,8 @@ def test_mlflow_holds_run_metrics_model_and_alias(one_worker, dataset):
     assert run.data.params["resolved.forward_dtype"] == "float32"  # set in the config: it wins over auto
     assert run.data.tags["resolved.forward_dtype.reason"] == "set in the config"
     assert "eval/exact_accuracy" in run.data.metrics and "eval/exact_accuracy_step_2" in run.data.metrics
-    assert {a.path for a in client.list_artifacts(out.run_id)} >= {"train_config.json", "eval_samples.png"}
+    assert {a.path for a in client.list_artifacts(out.run_id)} >= {"train_config.json", "images"}
+    assert picture_steps(cfg, out.run_id) == [2, 4, 6]  # the sample answers drawn at every evaluation
     lr = history(cfg, out.run_id, "train/lr")
     assert sorted(lr) == list(range(1, 7))  # log_interval 1, max_steps 6
     for step, value in lr.items():  # the schedule's value for the step just taken
