@@ -22,7 +22,10 @@ ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 @click.option("--trust-sweep-state", "trust_state", is_flag=True,
               help="Resume even when Tune's saved state (code: it is unpickled) is not the one hrm tune sealed when "
                    "the sweep last stopped, as after a driver killed by SIGKILL.")
-def tune(config: Path, sets: tuple[str, ...], resume: bool, trust_state: bool) -> None:
+@click.option("--stop-after", "stop_after", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="MINUTES", help="End this part of the sweep after so many wall-clock minutes, as Ctrl-C would "
+                                      "(continue with --resume); time_budget_s limits the whole sweep.")
+def tune(config: Path, sets: tuple[str, ...], resume: bool, trust_state: bool, stop_after: float | None) -> None:
     """Sweep the training job with Ray Tune; report each trial in MLflow; register the best model."""
     from pipeline.core import locks
     from pipeline.tune.config import load_sweep_config
@@ -37,7 +40,8 @@ def tune(config: Path, sets: tuple[str, ...], resume: bool, trust_state: bool) -
         except ERRORS as err:
             raise click.ClickException(str(err)) from err
         try:
-            outcome = run_sweep(sweep, resume=resume, sweep_file=config, plan=plan, trust_state=trust_state)
+            outcome = run_sweep(sweep, resume=resume, sweep_file=config, plan=plan, trust_state=trust_state,
+                                stop_after_s=None if stop_after is None else stop_after * 60)
         except ERRORS as err:
             raise click.ClickException(str(err)) from err
     if outcome.interrupted:

@@ -26,10 +26,15 @@ REPORTED = ("eval/exact_accuracy", "eval/accuracy", "eval/q_halt_accuracy", "eva
 @dataclass(kw_only=True)
 class SchedulerSettings:
     kind: Literal["asha", "fifo"] = "asha"  # asha: stop weak trials at each evaluation; fifo: run all to the end
-    grace_period: int = 1  # evaluations every trial gets before ASHA may stop it
+    # ASHA's clock: "evaluations" (Tune reports) or "train_minutes" (minutes of training, not of start-up or
+    # evaluation: trials that differ in step cost compare at the same training time; needs eval_minutes)
+    time_attr: Literal["evaluations", "train_minutes"] = "evaluations"
+    grace_period: float = 1  # in time_attr's unit: what every trial gets before ASHA may stop it
     reduction_factor: float = 2.0  # ASHA keeps the best 1/reduction_factor at each rung
-    max_t: int | None = None  # evaluations of a full trial; None: computed from the training config and dataset
+    max_t: float | None = None  # a full trial in time_attr's unit; None: from the training config and dataset
     brackets: int = 1
+    metric: str | None = None  # what ASHA compares at its rungs (None: the sweep's metric), e.g. eval/accuracy
+    # while every trial's exact accuracy is still 0 at the first rung
 
 
 @dataclass(kw_only=True)
@@ -48,6 +53,12 @@ class SweepConfig:
     seed: int = 0  # the random and optuna searchers' seed
     storage_path: str = "runs/sweeps"
     register_best: bool = True  # register the best trial's model (tracking.register of the training config too)
+    # A data run file (pipeline/configs/data-*.yaml): built once, found again by its fingerprint (as hrm bench
+    # reasoning finds its data); the trials train on it, whatever the training config's data says.
+    data_config: str | None = None
+    # Wall-clock seconds for the whole sweep, counted across its parts (--resume): when spent, the trials running are
+    # stopped and the sweep reports what it has. A resume may raise it.
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         self.overrides = flatten_entries(self.overrides, "overrides", is_leaf=lambda _: False)
@@ -59,8 +70,11 @@ class SweepConfig:
         if self.max_failures < 0:
             problems.append(f"max_failures must be >= 0, got {self.max_failures}")
         s = self.scheduler
-        if s.grace_period < 1:
-            problems.append(f"scheduler.grace_period must be >= 1, got {s.grace_period}")
+        if s.grace_period <= 0 or (s.time_attr == "evaluations" and s.grace_period < 1):
+            problems.append(f"scheduler.grace_period must be {'>= 1' if s.time_attr == 'evaluations' else '> 0'}, "
+                            f"got {s.grace_period}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            problems.append(f"time_budget_s must be > 0, got {self.time_budget_s}")
         if s.reduction_factor <= 1:
             problems.append(f"scheduler.reduction_factor must be > 1, got {s.reduction_factor}")
         if s.brackets < 1:
@@ -112,9 +126,13 @@ def train_config_path(cfg: SweepConfig, sweep_file: Path | None) -> Path | None:
 
 
 def planned_reports(cfg: TrainConfig, meta) -> int:
-    """Evaluations (Tune reports) of a trial that runs to the end: every eval_interval steps and at the last."""
+    """Evaluations (Tune reports) of a trial that runs to the end: every eval_interval steps and at the last; for a
+    run ended by its time budget (max_minutes, evaluating every eval_minutes of training) the budget's count."""
     total = min(cfg.max_steps or math.inf, cfg.epochs * (meta.counts["train"] // cfg.global_batch_size))
-    return int(total // cfg.eval_interval + (1 if total % cfg.eval_interval else 0))
+    by_steps = int(total // cfg.eval_interval + (1 if total % cfg.eval_interval else 0))
+    if cfg.max_minutes is not None and cfg.eval_minutes is not None and by_steps <= cfg.max_minutes / cfg.eval_minutes:
+        return math.ceil(cfg.max_minutes / cfg.eval_minutes - 1e-9)  # the steps outlast the budget
+    return by_steps
 
 
 def reported_metrics(sweep: SweepConfig, base: TrainConfig, meta) -> list[str]:
@@ -133,6 +151,45 @@ def reported_metrics(sweep: SweepConfig, base: TrainConfig, meta) -> list[str]:
 
 
 def check_metric(sweep: SweepConfig, base: TrainConfig, meta) -> None:
+    """The sweep's metric and ASHA's are reported at every evaluation; ASHA's clock can be read at its rungs."""
     allowed = reported_metrics(sweep, base, meta)
-    if sweep.metric not in allowed:
-        raise ValueError(f"metric {sweep.metric!r} is never reported by the training loop; choose one of {allowed}")
+    for key, metric in (("metric", sweep.metric), ("scheduler.metric", sweep.scheduler.metric)):
+        if metric is not None and metric not in allowed:
+            raise ValueError(f"{key} {metric!r} is never reported by the training loop; choose one of {allowed}")
+    s = sweep.scheduler
+    if s.kind != "asha" or s.time_attr != "train_minutes":
+        return
+    if base.eval_minutes is None:
+        raise ValueError("scheduler.time_attr train_minutes: ASHA reads its metric at evaluations, and the trials "
+                         "evaluate by steps (eval_interval); set overrides.eval_minutes to evaluate every few "
+                         "training minutes")
+    if s.grace_period < base.eval_minutes - 1e-9:
+        raise ValueError(f"scheduler.grace_period {s.grace_period:g} training minutes comes before the first "
+                         f"evaluation (every eval_minutes = {base.eval_minutes:g}): ASHA could not read "
+                         f"{s.metric or sweep.metric} there; make grace_period >= eval_minutes")
+
+
+def minimum_minutes(sweep: SweepConfig, base: TrainConfig) -> float | None:
+    """The fewest training minutes one trial can run: ASHA's grace period (training minutes), or for FIFO the
+    training budget; None when the sweep's trials are not measured in minutes."""
+    s = sweep.scheduler
+    if s.kind == "asha" and s.time_attr == "train_minutes":
+        return s.grace_period
+    if s.kind == "fifo" and base.max_minutes is not None:
+        return base.max_minutes
+    return None
+
+
+def check_budget(sweep: SweepConfig, base: TrainConfig, trials: int | None) -> None:
+    """Refuse a time budget that cannot give every trial of the space its minimum (see ``minimum_minutes``), at
+    ``max_concurrent`` trials at once; start-up and evaluations come on top, so this is the least it needs."""
+    least = minimum_minutes(sweep, base)
+    if sweep.time_budget_s is None or least is None or not trials:
+        return
+    need = trials * least / sweep.max_concurrent
+    if need * 60 > sweep.time_budget_s:
+        what = "ASHA's grace period" if sweep.scheduler.kind == "asha" else "max_minutes, run by every FIFO trial"
+        raise ValueError(f"time_budget_s {sweep.time_budget_s:g} s ({sweep.time_budget_s / 60:.0f} min) cannot fit "
+                         f"the sweep: {trials} trials × at least {least:g} training minutes each ({what}) at "
+                         f"{sweep.max_concurrent} at a time is {need:.0f} min before any start-up or evaluation; "
+                         f"raise time_budget_s or make the space smaller")

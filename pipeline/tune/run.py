@@ -26,6 +26,7 @@ from pipeline.train.config import (
 )
 from pipeline.tune.config import (
     SweepConfig,
+    check_budget,
     check_metric,
     planned_reports,
     train_config_path,
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 SWEEP_FILE, BASE_FILE, PARENT_FILE = "sweep_config.json", "base_train_config.json", "mlflow_parent_run_id.txt"
 TRIAL_RESOURCES = {"CPU": 0, "memory": 10 * 2**20}  # the trial function only drives its Train run
 LENGTH_KEYS = ("max_steps", "epochs", "eval_interval", "global_batch_size")
+RESUME_MAY_CHANGE = ("time_budget_s",)  # a sweep run in parts may be given more time; nothing else may change
 
 
 @dataclass
@@ -47,7 +49,7 @@ class Plan:
     base: TrainConfig  # data, storage_path (the trials' folder) and tracking_uri made absolute
     folder: Path
     meta: Any
-    max_t: int
+    max_t: float  # ASHA's max_t, in its time_attr's unit
 
 
 @dataclass
@@ -82,7 +84,29 @@ def prepare_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path 
     require_one_global_batch(meta.counts["train"], base.global_batch_size, base.data)
     run_model_config(base, meta)  # a model the dataset's sizes make invalid fails here
     check_metric(sweep, base, meta)
-    return Plan(sweep=sweep, base=base, folder=folder, meta=meta, max_t=_max_t(sweep, base, meta))
+    max_t = _max_t(sweep, base, meta)
+    if not resume:
+        check_budget(sweep, base, planned_trials(sweep))
+    return Plan(sweep=sweep, base=base, folder=folder, meta=meta, max_t=max_t)
+
+
+def planned_trials(sweep: SweepConfig) -> int:
+    """The trials the sweep runs: the grid's size (1 without grid entries) times num_samples."""
+    return grid_size(sweep.space) * sweep.num_samples
+
+
+def sweep_data(sweep: SweepConfig, sweep_file: Path | None) -> Path:
+    """The sweep's ``data_config`` built (Ray Data), or found built by its fingerprint: its dataset's folder."""
+    from pipeline.data.build import build_dataset
+    from pipeline.data.config import load_config
+
+    path = Path(sweep.data_config)
+    if not path.is_absolute() and not path.is_file() and sweep_file is not None \
+            and (Path(sweep_file).parent / path).is_file():
+        path = Path(sweep_file).parent / path
+    built = build_dataset(load_config(path))
+    log.info("sweep %s trains on %s (fingerprint %s)", sweep.name, built.path, built.fingerprint)
+    return Path(built.path)
 
 
 def _saved_configs(sweep: SweepConfig, folder: Path) -> tuple[SweepConfig, TrainConfig]:
@@ -90,10 +114,42 @@ def _saved_configs(sweep: SweepConfig, folder: Path) -> tuple[SweepConfig, Train
     if not (folder / SWEEP_FILE).is_file() or not (folder / PARENT_FILE).is_file():
         raise FileNotFoundError(f"nothing to resume: no sweep {sweep.name!r} under {folder.parent}")
     saved = from_dict(SweepConfig, json.loads((folder / SWEEP_FILE).read_text()), where=str(folder / SWEEP_FILE))
-    if to_dict(saved) != to_dict(sweep):
-        log.warning("resuming %s with its saved config; changes in the sweep file or --set are ignored", sweep.name)
+    changed = changed_keys(to_dict(saved), to_dict(sweep))
+    refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
+    if refused:
+        raise ValueError(f"not resuming sweep {sweep.name!r}: it was started with other settings ("
+                         + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in sorted(refused.items()))
+                         + f"); a resume continues the trials Tune planned then. Undo the change, or start a new "
+                           f"sweep under another name (only {', '.join(RESUME_MAY_CHANGE)} may change)")
+    for key in changed:  # what a resume may change: taken, and saved for the next one
+        setattr(saved, key, getattr(sweep, key))
+    if changed:
+        write_atomically(folder / SWEEP_FILE, json.dumps(to_dict(saved), indent=2))
     base = from_dict(TrainConfig, json.loads((folder / BASE_FILE).read_text()), where=str(folder / BASE_FILE))
     return saved, base
+
+
+def changed_keys(saved: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two config dicts, with (saved, new) values; a changed searched or
+    fixed entry is named whole (``space.model.h_cycles``)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(saved) | set(new)):
+        a, b, name = saved.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict) and key not in ("space", "overrides"):
+            out.update(changed_keys(a, b, f"{name}."))
+        elif isinstance(a, dict) and isinstance(b, dict):
+            for entry in sorted(set(a) | set(b)):
+                if a.get(entry) != b.get(entry):
+                    out[f"{name}.{entry}"] = (json.dumps(a.get(entry)), json.dumps(b.get(entry)))
+        elif a != b:
+            out[name] = (a, b)
+    return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def _new_base(sweep: SweepConfig, folder: Path, sweep_file: Path | None) -> TrainConfig:
@@ -104,6 +160,8 @@ def _new_base(sweep: SweepConfig, folder: Path, sweep_file: Path | None) -> Trai
                               f"continue it, or choose another name")
     base = load_train_config(train_config_path(sweep, sweep_file), sweep.overrides)
     check_space(sweep.space, searcher=sweep.searcher, base=base, fixed=sweep.overrides)  # before the data
+    if sweep.data_config is not None:
+        base.data = str(sweep_data(sweep, sweep_file))
     base.data = str(resolve_data(base))
     base.storage_path = str(folder / "trials")
     base.tracking.tracking_uri = resolve_tracking_uri(base)
@@ -111,8 +169,21 @@ def _new_base(sweep: SweepConfig, folder: Path, sweep_file: Path | None) -> Trai
     return base
 
 
-def _max_t(sweep: SweepConfig, base: TrainConfig, meta) -> int:
-    """The evaluations of the longest trial (ASHA's max_t): the scheduler's, else what the base config plans."""
+def _max_t(sweep: SweepConfig, base: TrainConfig, meta) -> float:
+    """ASHA's max_t: training minutes of a full trial (time_attr train_minutes: the scheduler's, else max_minutes),
+    or its evaluations (the scheduler's, else what the base config plans)."""
+    s = sweep.scheduler
+    if s.kind == "asha" and s.time_attr == "train_minutes":  # rungs in minutes of training
+        max_t = s.max_t if s.max_t is not None else base.max_minutes
+        if max_t is None:
+            raise ValueError("scheduler.time_attr train_minutes needs the trials' training budget: set "
+                             "overrides.max_minutes (or scheduler.max_t, in training minutes)")
+        if "max_minutes" in sweep.space and s.max_t is None:
+            raise ValueError("the space varies max_minutes, so trials differ in length: set scheduler.max_t")
+        if s.grace_period > max_t:
+            raise ValueError(f"scheduler.grace_period {s.grace_period:g} training minutes exceeds a trial's "
+                             f"{max_t:g}")
+        return max_t
     max_t = sweep.scheduler.max_t
     if max_t is None:
         varied = sorted(set(sweep.space) & set(LENGTH_KEYS))
@@ -180,15 +251,19 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
 
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | None = None,
-              callbacks: list | None = None, plan: Plan | None = None, trust_state: bool = False) -> SweepOutcome:
+              callbacks: list | None = None, plan: Plan | None = None, trust_state: bool = False,
+              stop_after_s: float | None = None) -> SweepOutcome:
     """Run (or resume) the sweep; ``callbacks`` are extra Ray Tune callbacks; ``plan``: what ``prepare_sweep``
     already made of it (else made here). A resume first checks Tune's saved state against the seal the sweep's last
     stop left (``pipeline.tune.seal``; ``trust_state``: a warning instead of a refusal); every stop seals it again.
+    ``stop_after_s``: this part's wall-clock limit (``time_budget_s`` limits the whole sweep: pipeline.tune.budget).
     Returns the outcome, ``interrupted`` when trials are left to run."""
     from ray import tune
 
     from pipeline.train.run import end_quietly, ephemeral_outputs
     from pipeline.tune import seal
+    from pipeline.tune.budget import SweepClock
+    from pipeline.tune.curves import ParentCurves
     from pipeline.tune.trial_lines import TrialLines
 
     plan = plan or prepare_sweep(sweep, resume=resume, sweep_file=sweep_file)
@@ -205,13 +280,20 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
         parent = _start_parent_run(plan, sweep_file)
     setup = {"sweep": sweep.name, "base": to_dict(plan.base), "parent_run_id": parent}
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_RESOURCES)
+    clock = SweepClock(folder, sweep.time_budget_s, stop_after_s)
     try:  # every way out ends the sweep's MLflow run: FINISHED, KILLED (stopped: --resume continues it) or FAILED
         try:
-            lines = TrialLines(sweep.metric, grid_size(sweep.space) * sweep.num_samples)
-            results = _tuner(plan, trainable, resume=resume, concurrent=concurrent,
-                             callbacks=[lines, *(callbacks or [])]).fit()
+            lines = TrialLines(sweep.metric, planned_trials(sweep))
+            curves = ParentCurves(uri, parent, list(sweep.space))
+            tuner = _tuner(plan, trainable, resume=resume, concurrent=concurrent,
+                           callbacks=[lines, curves, *(callbacks or [])])
+            clock.start()
+            results = tuner.fit()
         finally:
+            clock.stop()
             seal.seal_quietly(folder, uri, parent)  # what --resume will accept
+        if clock.reason == "budget":  # the whole sweep's time is spent: what it has is its result
+            return finish_sweep(plan, parent, list(results), unfinished=_unfinished_trials(plan))
         unfinished = _unfinished(plan, trainable)
         if unfinished > 0:
             log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name,
@@ -265,8 +347,15 @@ def _unfinished(plan: Plan, trainable) -> int:
     from ray import tune
 
     saved = tune.Tuner.restore(str(plan.folder / "tune"), trainable).get_results()
-    planned = grid_size(plan.sweep.space) * plan.sweep.num_samples
-    return planned - saved.num_terminated - saved.num_errors
+    return planned_trials(plan.sweep) - saved.num_terminated - saved.num_errors
+
+
+def _unfinished_trials(plan: Plan) -> set[str]:
+    """The trials Tune had started but not ended (neither terminated nor errored) when the sweep stopped."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(plan.folder / "tune")).trials
+    return {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
 
 
 def _tune_config(plan: Plan, concurrent: int):
@@ -274,25 +363,29 @@ def _tune_config(plan: Plan, concurrent: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     sweep, s = plan.sweep, plan.sweep.scheduler
+    # Each part of Tune gets its metric itself: ASHA may compare another (scheduler.metric) than the sweep's
     scheduler = FIFOScheduler() if s.kind == "fifo" else ASHAScheduler(
-        time_attr="training_iteration", max_t=plan.max_t, grace_period=s.grace_period,
+        time_attr="train_minutes" if s.time_attr == "train_minutes" else "training_iteration",
+        metric=s.metric or sweep.metric, mode=sweep.mode, max_t=plan.max_t, grace_period=s.grace_period,
         reduction_factor=s.reduction_factor, brackets=s.brackets)
     if sweep.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg, limit = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed)), concurrent
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed), metric=sweep.metric,
+                                  mode=sweep.mode)
+        limit = concurrent
     else:  # grid and random; it ignores TuneConfig's max_concurrent_trials, so it limits itself
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         search_alg, limit = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrent), None
-    return tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search_alg, scheduler=scheduler,
-                           num_samples=sweep.num_samples, max_concurrent_trials=limit)
+    return tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=sweep.num_samples,
+                           max_concurrent_trials=limit)
 
 
-def finish_sweep(plan: Plan, parent: str, results: list) -> SweepOutcome:
+def finish_sweep(plan: Plan, parent: str, results: list, unfinished: set[str] | None = None) -> SweepOutcome:
     """Summarize the trials (their Ray Tune Results), close their MLflow runs, log the report to the sweep's run,
-    register the best model; returns the outcome."""
+    register the best model; returns the outcome. ``unfinished``: trials the sweep's time budget stopped."""
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking import runs
@@ -302,15 +395,20 @@ def finish_sweep(plan: Plan, parent: str, results: list) -> SweepOutcome:
     client = MlflowClient(uri)
     rows = [_row(plan, result) for result in results]
     for row in rows:
+        if row.trial_id in (unfinished or ()) and row.status != "error":
+            row.status = "budget_stopped"
+    for row in rows:
         if row.run_id:
             client.set_tag(row.run_id, "tune.status", row.status)
             client.set_terminated(row.run_id, status="FAILED" if row.status == "error" else "FINISHED")
-    paths = write_report(rows, plan.folder / "report", sweep.metric, sweep.mode)
+    paths = write_report(rows, plan.folder / "report", sweep.metric, sweep.mode,
+                         full=full_trial(plan), not_run=planned_trials(sweep) - len(rows), cores=trial_cores(plan))
     log_report(uri, parent, paths)
     ranked = [r for r in sort_rows(rows, sweep.metric, sweep.mode) if sweep.metric in r.best]
     best = ranked[0] if ranked else None
     outcome = SweepOutcome(parent_run_id=parent, interrupted=False, rows=rows, best=best, report=paths)
-    counts = {status: sum(r.status == status for r in rows) for status in ("completed", "early_stopped", "error")}
+    counts = {status: sum(r.status == status for r in rows)
+              for status in ("completed", "early_stopped", "budget_stopped", "error")}
     for status, count in counts.items():
         client.log_metric(parent, f"trials_{status}", count)
     if best is not None:
@@ -321,6 +419,20 @@ def finish_sweep(plan: Plan, parent: str, results: list) -> SweepOutcome:
     runs.end_run(uri, parent)
     log.info("sweep %s: %s; best trial %s", sweep.name, counts, best.trial_id if best else "-")
     return outcome
+
+
+def trial_cores(plan: Plan) -> float:
+    """The cores one trial computes on: its workers × each one's torch threads (else its CPUs)."""
+    s = plan.base.scaling
+    return s.max_workers * (s.torch_threads or s.cpus_per_worker)
+
+
+def full_trial(plan: Plan) -> float | None:
+    """A full trial's training minutes (what ASHA's savings are counted against); None when not in minutes."""
+    s = plan.sweep.scheduler
+    if s.kind == "asha" and s.time_attr == "train_minutes":
+        return plan.max_t
+    return plan.base.max_minutes
 
 
 def _row(plan: Plan, result) -> TrialRow:

@@ -116,7 +116,9 @@ def test_report_table_and_plot(tmp_path):
     assert "| a_00001 | early_stopped |" in paths[1].read_text()
     header = lines[0].split(",")
     assert lines[1].split(",")[header.index("best exact accuracy")] == "0.75"
-    assert paths[2].read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in paths[2:]] == ["accuracy_vs_depth.png", "accuracy_vs_compute.png",
+                                           "accuracy_vs_minutes.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths[2:])
 
 
 def test_the_plots_labels_stay_inside_its_axes(tmp_path, monkeypatch):
@@ -209,11 +211,19 @@ def child_runs(workdir, parent):
     return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
 
 
+MINUTES = 0.06  # a trial's training budget in the ASHA sweep: 3.6 s, evaluated every 1.2 s of training
+
+
 @pytest.fixture(scope="module")
 def asha_sweep(workdir, dataset):
+    """ASHA on minutes of training: rungs at 0.02 and 0.04 of the trials' 0.06 minutes, comparing token accuracy
+    (scheduler.metric) while the sweep ranks by exact accuracy."""
     from pipeline.tune.run import run_sweep
 
-    return run_sweep(sweep_config(workdir, dataset, "asha"))
+    return run_sweep(sweep_config(workdir, dataset, "asha", metric="eval/exact_accuracy", **{
+        "scheduler.time_attr": "train_minutes", "scheduler.grace_period": 0.02, "scheduler.metric": "eval/accuracy",
+        "overrides.max_steps": None, "overrides.epochs": 10_000, "overrides.eval_interval": 1_000_000,
+        "overrides.max_minutes": MINUTES, "overrides.eval_minutes": 0.02}))
 
 
 @pytest.mark.slow
@@ -224,10 +234,25 @@ def test_sweep_stops_weak_trials_and_reports(workdir, asha_sweep):
     assert set(by_lr) == {(1e-2, 2), (1e-2, 3), (0.0, 2), (0.0, 3)}
     assert all(r.status != "error" for r in out.rows)
     stopped = [r for r in out.rows if r.status == "early_stopped"]
-    assert stopped and all(r.reports < 3 for r in stopped)  # ASHA stopped at least one trial at an evaluation
-    assert out.best is not None and out.best.params["optim.lr"] == 1e-2
-    assert out.best.best["eval/accuracy"] > max(by_lr[(0.0, m)].best["eval/accuracy"] for m in (2, 3))
-    assert all(0 <= r.best_exact <= 1 for r in out.rows)
+    # ASHA stopped at least one trial at a rung of training minutes, before its budget; the others ran it all
+    assert stopped and all(r.reports < 3 and r.train_minutes < MINUTES for r in stopped)
+    assert all(r.train_minutes >= MINUTES for r in out.rows if r.status == "completed")
+    assert all(r.curve and r.curve[-1][0] == pytest.approx(r.train_minutes) for r in out.rows)
+    assert out.best is not None and all(0 <= r.best_exact <= 1 for r in out.rows)
+    lr0 = max(by_lr[(0.0, m)].best.get("eval/accuracy", 0) for m in (2, 3))  # by ASHA's metric the lr 0 trials lose
+    assert max(by_lr[(1e-2, m)].best["eval/accuracy"] for m in (2, 3)) > lr0
+
+
+@pytest.mark.slow
+def test_sweep_parent_run_holds_every_trials_curve_and_what_asha_saved(workdir, asha_sweep):
+    from pipeline.tune.curves import curve_key
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    for row in asha_sweep.rows:  # one metric per trial, its steps the seconds of training at its reports
+        points = client.get_metric_history(asha_sweep.parent_run_id, curve_key(row.params))
+        assert sorted((m.step, m.value) for m in points) == sorted((round(t * 60), e) for t, e in row.curve)
+    text = (workdir / "sweeps" / "asha" / "report" / "sweep_report.md").read_text()
+    assert "ASHA: 4 trials ran" in text and "% saved" in text
 
 
 @pytest.mark.slow
@@ -242,7 +267,8 @@ def test_sweep_mlflow_parent_children_report_and_model(workdir, asha_sweep):
                for c in children)
     assert all("eval/accuracy" in c.data.metrics for c in children)
     report = {a.path for a in client.list_artifacts(out.parent_run_id, "report")}
-    assert report == {"report/sweep_report.csv", "report/sweep_report.md", "report/accuracy_vs_depth.png"}
+    assert report == {"report/sweep_report.csv", "report/sweep_report.md", "report/accuracy_vs_depth.png",
+                      "report/accuracy_vs_compute.png", "report/accuracy_vs_minutes.png"}
     assert parent.data.tags["best_run_id"] == out.best.run_id
     version = client.get_model_version_by_alias("hrm-tune-test", "champion")
     assert version.run_id == out.best.run_id and out.champion and out.model_uri.startswith("models:/hrm-tune-test/")
@@ -338,3 +364,151 @@ def test_unreported_metric_and_unplaceable_trials_fail_before_trials(workdir, da
     with pytest.raises(ValueError, match="CPUs"):
         run_sweep(big)
     assert not (workdir / "sweeps" / "toobig").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_in_parts_stops_after_its_part_and_ends_when_its_budget_is_spent(workdir, dataset):
+    """--stop-after ends a part as Ctrl-C does (resumable); the resumed part's time counts with the first towards
+    time_budget_s, which a resume may raise; once spent, the trials running are stopped and the sweep reports."""
+    import json
+
+    from pipeline.tune.budget import SPENT_FILE
+    from pipeline.tune.run import prepare_sweep, run_sweep
+
+    sets = {"max_concurrent": 1, "metric": "eval/exact_accuracy", "scheduler.kind": "fifo", "time_budget_s": 600,
+            "overrides.max_steps": None, "overrides.epochs": 10_000, "overrides.eval_interval": 1_000_000,
+            "overrides.max_minutes": 0.2, "overrides.eval_minutes": 0.05, "space.optim.lr": None,
+            "space.model.halt_max_steps": {"grid": [1, 2, 3]}}
+    folder = workdir / "sweeps" / "parts"
+    first = run_sweep(sweep_config(workdir, dataset, "parts", **sets), stop_after_s=8)  # within the first trial
+    assert first.interrupted
+    spent = json.loads((folder / SPENT_FILE).read_text())["seconds"]
+    assert 8 <= spent < 60
+    with pytest.raises(ValueError, match=r"it was started with other settings \(space.model.halt_max_steps: "
+                                         r"\{\"grid\": \[1, 2, 3\]\} -> \{\"grid\": \[1, 2\]\}\)"):
+        prepare_sweep(sweep_config(workdir, dataset, "parts", **{**sets, "space.model.halt_max_steps": {
+            "grid": [1, 2]}}), resume=True)
+    budget = spent + 30  # the rest: less than the three trials need (12 s of training each, start-up on top)
+    out = run_sweep(sweep_config(workdir, dataset, "parts", **{**sets, "time_budget_s": budget}), resume=True)
+    assert not out.interrupted
+    assert json.loads((folder / "sweep_config.json").read_text())["time_budget_s"] == budget  # what a resume may raise
+    assert json.loads((folder / SPENT_FILE).read_text())["seconds"] >= budget
+    statuses = [r.status for r in out.rows]
+    assert "budget_stopped" in statuses or len(out.rows) < 3, statuses
+    text = (folder / "report" / "sweep_report.md").read_text()
+    assert ("budget_stopped" in text) or "not run: the sweep's time budget ended first" in text
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert client.get_run(out.parent_run_id).info.status == "FINISHED"
+    with pytest.raises(ValueError, match="has spent its time_budget_s"):
+        run_sweep(sweep_config(workdir, dataset, "parts", **{**sets, "time_budget_s": budget}), resume=True)
+
+
+@pytest.mark.slow
+def test_minutes_and_budget_checks_refuse_before_any_trial(workdir, dataset):
+    from pipeline.tune.run import prepare_sweep
+
+    minutes = {"scheduler.time_attr": "train_minutes", "scheduler.grace_period": 2, "overrides.max_minutes": 30}
+    with pytest.raises(ValueError, match="set overrides.eval_minutes"):
+        prepare_sweep(sweep_config(workdir, dataset, "noeval", **minutes))
+    with pytest.raises(ValueError, match=r"grace_period 2 training minutes comes before the first evaluation "
+                                         r"\(every eval_minutes = 5\)"):
+        prepare_sweep(sweep_config(workdir, dataset, "late", **minutes, **{"overrides.eval_minutes": 5}))
+    with pytest.raises(ValueError, match="needs the trials' training budget"):
+        prepare_sweep(sweep_config(workdir, dataset, "nobudget", **{**minutes, "overrides.max_minutes": None,
+                                                                     "overrides.eval_minutes": 1}))
+    prepare_sweep(sweep_config(workdir, dataset, "fits", max_concurrent=1, time_budget_s=600, **minutes,
+                               **{"overrides.eval_minutes": 1}))  # fits: 4 trials × 2 minutes in 10
+    with pytest.raises(ValueError, match=r"time_budget_s 300 s \(5 min\) cannot fit the sweep: 4 trials × at "
+                                         r"least 2 training minutes each \(ASHA's grace period\) at 1 at a time is "
+                                         r"8 min"):
+        prepare_sweep(sweep_config(workdir, dataset, "short", max_concurrent=1, time_budget_s=300, **minutes,
+                                   **{"overrides.eval_minutes": 1}))
+    with pytest.raises(ValueError, match="scheduler.metric 'eval/bogus' is never reported"):
+        prepare_sweep(sweep_config(workdir, dataset, "badasha", **{"scheduler.metric": "eval/bogus"}))
+    assert not any((workdir / "sweeps" / name).exists() for name in ("noeval", "late", "nobudget", "fits", "short"))
+
+
+def test_asha_savings_are_counted_from_the_trials_own_pace():
+    from pipeline.tune.report import asha_savings, savings_text
+
+    m = model_config("debug")
+    rows = [TrialRow("a", "completed", {}, m, {}, 15, 100, None, train_minutes=30, wall_minutes=40),
+            TrialRow("b", "early_stopped", {}, m, {}, 1, 10, None, train_minutes=2, wall_minutes=3),
+            TrialRow("c", "error", {}, m, {}, 0, 0, None)]
+    saved = asha_savings(rows, 30)
+    # b ran 2 of 30 minutes at 1.5 wall minutes per training minute: 28 more would have taken 42
+    assert saved == pytest.approx({"trials": 2, "train_minutes": 32, "wall_minutes": 43, "full_train_minutes": 60,
+                                   "full_wall_minutes": 85, "saved_fraction": 1 - 43 / 85})
+    assert "(86 against 170 CPU-minutes at 2 cores a trial): 49% saved" in savings_text(saved, 2)
+    assert asha_savings(rows, None) is None and savings_text(None) == ""
+
+
+def test_time_based_trials_plan_their_reports_and_end_completed():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pipeline.tune.config import planned_reports
+    from pipeline.tune.report import trial_row
+
+    cfg = load_train_config(None, {"flavour": "debug", "epochs": 1000, "eval_interval": 1_000_000,
+                                   "global_batch_size": 8, "max_minutes": 1.0, "eval_minutes": 0.25})
+    meta = SimpleNamespace(vocab_size=6, seq_len=16, num_puzzle_identifiers=1, counts={"train": 64})
+    assert planned_reports(cfg, meta) == 4  # every 0.25 minutes of training; the last at the budget's end
+    history = pd.DataFrame({"eval/exact_accuracy": [0.0, 0.25, 0.5, 0.5], "step": [5, 10, 15, 20],
+                            "train_minutes": [0.25, 0.5, 0.75, 1.0], "time_total_s": [20, 40, 60, 80]})
+
+    def row(frame):
+        return trial_row(SimpleNamespace(metrics={"trial_id": "t"}, metrics_dataframe=frame, error=None), cfg, {},
+                         meta, "eval/exact_accuracy", "max", None)
+
+    full, cut = row(history), row(history[:2])
+    assert (full.status, full.train_minutes, full.wall_minutes) == ("completed", 1.0, pytest.approx(80 / 60))
+    assert full.curve == [(0.25, 0.0), (0.5, 0.25), (0.75, 0.5), (1.0, 0.5)]
+    assert (cut.status, cut.train_minutes) == ("early_stopped", 0.5)
+
+
+def test_sweep_clock_counts_parts_and_rings_like_ctrl_c(tmp_path):
+    import time
+
+    from pipeline.tune.budget import SweepClock
+
+    rang = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: rang.append(True))  # as Ray Tune's handler during a fit
+    try:
+        clock = SweepClock(tmp_path, budget_s=100, stop_after_s=0.3)
+        clock.start()
+        time.sleep(1.0)
+        clock.stop()
+        assert rang == [True] and clock.reason == "part" and 0.9 < clock.spent_s < 5
+        clock = SweepClock(tmp_path, budget_s=clock.spent_s + 0.3)  # the budget's rest comes first
+        clock.start()
+        time.sleep(1.0)
+        clock.stop()
+        assert rang == [True, True] and clock.reason == "budget" and clock.left_s() < 0
+        with pytest.raises(ValueError, match="has spent its time_budget_s"):
+            SweepClock(tmp_path, budget_s=1).start()
+        quiet = SweepClock(tmp_path / "other", budget_s=None)
+        quiet.start()
+        quiet.stop()
+        assert quiet.reason is None and len(rang) == 2
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_curve_keys_name_the_trials_values():
+    from pipeline.tune.curves import curve_key
+
+    assert curve_key({"model.l_cycles": 4, "model.h_cycles": 2, "model.q_target": "none"}) == \
+        "curves/h_cycles-2_l_cycles-4_q_target-none"
+    assert curve_key({"optim.lr": 0.001, "name": "a:b"}) == "curves/name-a_b_lr-0.001"
+
+
+def test_a_resume_may_raise_the_budget_and_nothing_else():
+    from pipeline.tune.run import RESUME_MAY_CHANGE, changed_keys
+
+    saved = {"time_budget_s": 10, "space": {"model.h_cycles": {"grid": [1, 2]}}, "scheduler": {"grace_period": 1}}
+    new = {"time_budget_s": 20, "space": {"model.h_cycles": {"grid": [1]}}, "scheduler": {"grace_period": 2}}
+    assert changed_keys(saved, new) == {"time_budget_s": (10, 20), "scheduler.grace_period": (1, 2),
+                                        "space.model.h_cycles": ('{"grid": [1, 2]}', '{"grid": [1]}')}
+    assert RESUME_MAY_CHANGE == ("time_budget_s",)
