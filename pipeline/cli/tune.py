@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -45,8 +46,9 @@ def tune(config: Path, sets: tuple[str, ...], resume: bool, trust_state: bool, s
         except ERRORS as err:
             raise click.ClickException(str(err)) from err
     if outcome.interrupted:
-        click.echo(f"sweep {sweep.name} stopped before its trials finished; continue it with: "
-                   f"hrm tune --config {config} --resume", err=True)
+        again = " ".join(shlex.quote(part) for part in ["hrm", "tune", "--config", str(config),
+                                                          *[w for s in sets for w in ("--set", s)], "--resume"])
+        click.echo(f"sweep {sweep.name} stopped before its trials finished; continue it with: {again}", err=True)
         raise click.exceptions.Exit(130)
     show(outcome, sweep.metric, sweep.mode)
     if outcome.best is None:
