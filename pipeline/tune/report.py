@@ -22,7 +22,8 @@ from hrm.config import ModelConfig
 log = logging.getLogger(__name__)
 CSV, MARKDOWN, PLOT = "sweep_report.csv", "sweep_report.md", "accuracy_vs_depth.png"
 COMPUTE_PLOT, CURVES_PLOT = "accuracy_vs_compute.png", "accuracy_vs_minutes.png"
-COLOURS = {"completed": "tab:blue", "early_stopped": "tab:orange", "budget_stopped": "tab:purple", "error": "tab:red"}
+COLOURS = {"completed": "tab:blue", "early_stopped": "tab:orange", "budget_stopped": "tab:purple", "error": "tab:red",
+           "unfinished": "tab:grey"}
 
 
 def segment_depth(m: ModelConfig) -> int:
@@ -126,7 +127,8 @@ def asha_savings(rows: list[TrialRow], full: float | None) -> dict[str, float] |
     """What stopping trials early saved, measured from the sweep's own trials: the training and wall minutes they
     ran, against every trial run to ``full`` training minutes (a stopped trial's missing minutes at its own measured
     wall minutes per training minute: start-up and evaluations included). None without minutes to count."""
-    ran = [r for r in rows if r.status != "error" and r.train_minutes > 0 and not math.isnan(r.wall_minutes)]
+    ran = [r for r in rows if r.status not in ("error", "unfinished") and r.train_minutes > 0
+           and not math.isnan(r.wall_minutes)]
     if not ran or full is None:
         return None
     train = sum(r.train_minutes for r in ran)
@@ -150,10 +152,10 @@ def savings_text(saved: dict[str, float] | None, cores: float | None = None) -> 
 
 
 def write_report(rows: list[TrialRow], folder: Path, metric: str, mode: str, *, full: float | None = None,
-                 not_run: int = 0, cores: float | None = None) -> list[Path]:
+                 not_run: int = 0, cores: float | None = None, partial: bool = False) -> list[Path]:
     """The table (CSV and markdown, with what ASHA saved against running every trial to ``full`` training minutes)
-    and the plots in ``folder``; ``not_run``: planned trials the sweep's time budget left unstarted. Returns the
-    paths."""
+    and the plots in ``folder``; ``not_run``: planned trials the sweep's time budget left unstarted (``partial``: a
+    sweep stopped to be resumed, its trials not run yet, the ones it stopped ``unfinished``). Returns the paths."""
     folder.mkdir(parents=True, exist_ok=True)
     table = [row.table_row(metric) for row in sort_rows(rows, metric, mode)]
     columns = list(dict.fromkeys(key for row in table for key in row))
@@ -166,7 +168,11 @@ def write_report(rows: list[TrialRow], folder: Path, metric: str, mode: str, *, 
     note = (f"\nBest first by `{metric}` ({mode}). depth = M_max·N·T; compute_per_example = "
             f"M_max·N·(T·L_layers + H_layers) layer applications (TRM: H_layers = L_layers).\n")
     note += savings_text(asha_savings(rows, full), cores)
-    if not_run:
+    if partial:
+        note = (f"\nA sweep stopped to be resumed (--resume): {len(rows)} trial(s) so far, "
+                f"{sum(r.status == 'unfinished' for r in rows)} of them unfinished (they go on from their last "
+                f"checkpoint), {not_run} not started yet.\n") + note
+    elif not_run:
         note += f"\n{not_run} planned trial(s) not run: the sweep's time budget ended first.\n"
     (folder / MARKDOWN).write_text("\n".join(lines) + "\n" + note)
     plot(rows, folder / PLOT)

@@ -298,8 +298,9 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
         if unfinished > 0:
             log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name,
                         unfinished)
+            report = partial_report(plan, parent, list(results))
             end_quietly(uri, parent, "KILLED")
-            return SweepOutcome(parent_run_id=parent, interrupted=True)
+            return SweepOutcome(parent_run_id=parent, interrupted=True, report=report)
         return finish_sweep(plan, parent, list(results))
     except BaseException as err:
         end_quietly(uri, parent, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
@@ -381,6 +382,27 @@ def _tune_config(plan: Plan, concurrent: int):
         search_alg, limit = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrent), None
     return tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=sweep.num_samples,
                            max_concurrent_trials=limit)
+
+
+def partial_report(plan: Plan, parent: str, results: list) -> list[Path]:
+    """The report of a sweep stopped to be resumed: the trials so far, those it stopped ``unfinished``; written to
+    ``report/`` and logged to the sweep's run (a resume's report replaces it). Best effort: [] when it fails."""
+    from pipeline.tune.report import log_report, write_report
+
+    try:
+        stopped = _unfinished_trials(plan)
+        rows = [_row(plan, result) for result in results if result.metrics]
+        for row in rows:
+            if row.trial_id in stopped and row.status != "error":
+                row.status = "unfinished"
+        paths = write_report(rows, plan.folder / "report", plan.sweep.metric, plan.sweep.mode,
+                             full=full_trial(plan), not_run=planned_trials(plan.sweep) - len(rows),
+                             cores=trial_cores(plan), partial=True)
+        log_report(plan.base.tracking.tracking_uri, parent, paths)
+        return paths
+    except Exception as err:  # noqa: BLE001 -- the sweep's state is saved; a report is a convenience
+        log.warning("no report of the stopped sweep: %s", err)
+        return []
 
 
 def finish_sweep(plan: Plan, parent: str, results: list, unfinished: set[str] | None = None) -> SweepOutcome:

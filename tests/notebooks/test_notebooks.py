@@ -4,6 +4,7 @@ a tiny registered model, a sweep-shaped set of MLflow runs. The repository keeps
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -150,8 +151,9 @@ def test_make_lab_installs_jupyterlab_and_opens_the_notebooks(tmp_path):
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("jupyterlab") for req in extras["notebooks"])
-    plan = subprocess.run(["make", "-n", "lab", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # not make test's
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "lab", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+                          capture_output=True, text=True, check=True, env=env).stdout
     install = plan.index('pip install --quiet -e ".[notebooks]"')
     assert plan.index("venv/bin/jupyter lab", install) > install and plan.rstrip().endswith("notebooks/")
     assert "`make lab`" in (ROOT / "README.md").read_text()

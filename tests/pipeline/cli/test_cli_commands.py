@@ -40,7 +40,7 @@ OPTIONS = {  # each command's options and arguments, in order
     "solve": ["--model", "--tracking-uri", "--adaptive", "--max-steps", "--votes", "--trust-model-files", "puzzle",
               "--file"],  # (#11, #31)
     "train": ["--config", "--set", "--resume"],
-    "tune": ["--config", "--set", "--resume", "--trust-sweep-state"],  # #31: a sweep folder it did not seal
+    "tune": ["--config", "--set", "--resume", "--trust-sweep-state", "--stop-after"],  # #31: a sweep folder it did not seal
 }
 
 

@@ -38,7 +38,7 @@ from pipeline.tune.config import SweepConfig, load_sweep_config
     (SweepConfig, {"scheduler": {"kind": "hyperband"}}, ValueError,
      "run.yaml: scheduler.kind: must be one of ['asha', 'fifo'], got 'hyperband'"),
     (SweepConfig, {"scheduler": {"max_t": "all"}}, TypeError,
-     "run.yaml: scheduler.max_t: expected an integer, got str 'all'"),
+     "run.yaml: scheduler.max_t: expected a number, got str 'all'"),
 ])
 def test_errors_name_the_file_and_the_dotted_key(cls, data, error, message):
     with pytest.raises(error) as err:

@@ -327,6 +327,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(workdir, da
     marker = workdir / "interrupted.marker"
     first = run_sweep(cfg, callbacks=[InterruptAfter(1, marker)])
     assert first.interrupted and marker.exists()
+    report = (workdir / "sweeps" / "resumed" / "report" / "sweep_report.md").read_text()  # the trials so far
+    assert "A sweep stopped to be resumed (--resume)" in report and "| completed |" in report
     before = {c.info.run_id: c for c in child_runs(workdir, first.parent_run_id)}
     assert len(before) >= 1
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
