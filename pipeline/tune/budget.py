@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.core import storage
+
 log = logging.getLogger(__name__)
 SPENT_FILE = "time_spent.json"
 
@@ -73,6 +75,4 @@ class SweepClock:
         seconds = self.spent_s + time.monotonic() - self._started
         self._started = None
         self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.folder / f".{SPENT_FILE}.tmp"
-        temporary.write_text(json.dumps({"seconds": round(seconds, 1)}))
-        temporary.replace(self.folder / SPENT_FILE)
+        storage.write_text(self.folder / SPENT_FILE, json.dumps({"seconds": round(seconds, 1)}))

@@ -231,16 +231,20 @@ def plot_curves(rows: list[TrialRow], path: Path, top: int = 8) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    ranked = sorted((r for r in rows if r.curve), key=lambda r: -r.best_exact)
-    for rank, row in enumerate(reversed(ranked)):  # the best drawn last, on top
+    # best exact first; among equals (0 early on) the one that trained longest (ASHA kept it)
+    ranked = sorted((r for r in rows if r.curve), key=lambda r: (-r.best_exact, -r.train_minutes))
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+               "tab:cyan"]  # not grey: the unnamed trials' colour
+    for place, row in reversed(list(enumerate(ranked))):  # the best drawn last, on top
         minutes, exact = zip(*sorted(row.curve))
-        named = rank >= len(ranked) - top
+        named = place < top
         m = row.model
         label = f"{m.variant} {m.halt_max_steps}×{m.h_cycles}×{m.l_cycles}" + "".join(
             f" {k.rsplit('.', 1)[-1]}={v}" for k, v in row.params.items()
             if k.rsplit(".", 1)[-1] not in ("halt_max_steps", "h_cycles", "l_cycles"))
         ax.plot(minutes, exact, marker="o" if named else None, ms=3, lw=1.5 if named else 0.7,
-                color=None if named else "0.75", label=label if named else None, zorder=2 if named else 1)
+                color=colours[place % len(colours)] if named else "0.75", label=label if named else None,
+                zorder=2 if named else 1)
     ax.set_xlabel("minutes of training")
     ax.set_ylabel("eval exact accuracy")
     ax.set_ylim(-0.03, 1.03)

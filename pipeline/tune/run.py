@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import storage
 from pipeline.core.config_io import from_dict, to_dict
 from pipeline.core.ray_start import init_ray
 from pipeline.train.batches import require_one_global_batch
@@ -124,7 +125,7 @@ def _saved_configs(sweep: SweepConfig, folder: Path) -> tuple[SweepConfig, Train
     for key in changed:  # what a resume may change: taken, and saved for the next one
         setattr(saved, key, getattr(sweep, key))
     if changed:
-        write_atomically(folder / SWEEP_FILE, json.dumps(to_dict(saved), indent=2))
+        storage.write_text(folder / SWEEP_FILE, json.dumps(to_dict(saved), indent=2))
     base = from_dict(TrainConfig, json.loads((folder / BASE_FILE).read_text()), where=str(folder / BASE_FILE))
     return saved, base
 
@@ -144,12 +145,6 @@ def changed_keys(saved: dict[str, Any], new: dict[str, Any], prefix: str = "") -
         elif a != b:
             out[name] = (a, b)
     return out
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def _new_base(sweep: SweepConfig, folder: Path, sweep_file: Path | None) -> TrainConfig:

@@ -256,6 +256,25 @@ def test_sweep_parent_run_holds_every_trials_curve_and_what_asha_saved(workdir, 
 
 
 @pytest.mark.slow
+def test_a_sweeps_parent_run_exports_to_files(workdir, asha_sweep, tmp_path):
+    import json
+
+    from pipeline.tune.curves import curve_key
+    from pipeline.tune.export import main
+
+    main([str(workdir / "sweeps" / "asha"), str(tmp_path / "out")])
+    parent = json.loads((tmp_path / "out" / "parent_run.json").read_text())
+    assert parent["run_id"] == asha_sweep.parent_run_id and parent["status"] == "FINISHED"
+    assert parent["params"]["scheduler"] == "asha" and parent["tags"]["best_trial_id"] == asha_sweep.best.trial_id
+    curves = json.loads((tmp_path / "out" / "curves.json").read_text())
+    assert {curve_key(r.params).removeprefix("curves/"): sorted([round(t * 60), e] for t, e in r.curve)
+            for r in asha_sweep.rows} == curves
+    assert {"sweep_report.md", "accuracy_vs_minutes.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    with pytest.raises(FileNotFoundError, match="holds no sweep"):
+        main([str(tmp_path), str(tmp_path / "none")])
+
+
+@pytest.mark.slow
 def test_sweep_mlflow_parent_children_report_and_model(workdir, asha_sweep):
     out = asha_sweep
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
@@ -379,7 +398,7 @@ def test_a_sweep_in_parts_stops_after_its_part_and_ends_when_its_budget_is_spent
 
     sets = {"max_concurrent": 1, "metric": "eval/exact_accuracy", "scheduler.kind": "fifo", "time_budget_s": 600,
             "overrides.max_steps": None, "overrides.epochs": 10_000, "overrides.eval_interval": 1_000_000,
-            "overrides.max_minutes": 0.2, "overrides.eval_minutes": 0.05, "space.optim.lr": None,
+            "overrides.max_minutes": 0.1, "overrides.eval_minutes": 0.05, "space.optim.lr": None,
             "space.model.halt_max_steps": {"grid": [1, 2, 3]}}
     folder = workdir / "sweeps" / "parts"
     first = run_sweep(sweep_config(workdir, dataset, "parts", **sets), stop_after_s=8)  # within the first trial
@@ -390,7 +409,7 @@ def test_a_sweep_in_parts_stops_after_its_part_and_ends_when_its_budget_is_spent
                                          r"\{\"grid\": \[1, 2, 3\]\} -> \{\"grid\": \[1, 2\]\}\)"):
         prepare_sweep(sweep_config(workdir, dataset, "parts", **{**sets, "space.model.halt_max_steps": {
             "grid": [1, 2]}}), resume=True)
-    budget = spent + 30  # the rest: less than the three trials need (12 s of training each, start-up on top)
+    budget = spent + 20  # the rest: less than the three trials need (6 s of training each, start-up on top)
     out = run_sweep(sweep_config(workdir, dataset, "parts", **{**sets, "time_budget_s": budget}), resume=True)
     assert not out.interrupted
     assert json.loads((folder / "sweep_config.json").read_text())["time_budget_s"] == budget  # what a resume may raise
