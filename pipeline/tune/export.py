@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep", type=Path, help="the sweep's folder (<storage_path>/<name>)")
     parser.add_argument("out", type=Path, help="where the files go")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     for path in export_sweep(args.sweep, args.out):
-        print(path)
+        log.info("%s", path)
 
 
 if __name__ == "__main__":
