@@ -57,7 +57,7 @@ def tune(config: Path, sets: tuple[str, ...], resume: bool, trust_state: bool, s
 
 
 def show(outcome, metric: str, mode: str) -> None:
-    """Print a finished sweep (pipeline.tune.run.SweepOutcome): its best 20 trials, the best one, its MLflow run and
+    """Print a finished sweep (pipeline.tune.plan.SweepOutcome): its best 20 trials, the best one, its MLflow run and
     report, and the registered model."""
     from pipeline.tune.report import sort_rows
 

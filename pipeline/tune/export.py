@@ -21,7 +21,7 @@ def export_sweep(folder: Path, out: Path) -> list[Path]:
     from mlflow.tracking import MlflowClient
 
     from pipeline.tune.curves import PREFIX
-    from pipeline.tune.run import BASE_FILE, PARENT_FILE
+    from pipeline.tune.plan import BASE_FILE, PARENT_FILE
 
     folder, out = Path(folder), Path(out)
     if not (folder / PARENT_FILE).is_file():

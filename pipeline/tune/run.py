@@ -1,16 +1,12 @@
 """The sweep's driver and its trial function: every trial is a full Ray Train run of the training job, reporting
 each evaluation to Ray Tune (so ASHA can stop it early), with its own MLflow run nested under the sweep's run.
-
-Folder of a sweep (``<storage_path>/<name>/``): ``sweep_config.json`` and ``base_train_config.json`` (what a resume
-uses), ``mlflow_parent_run_id.txt``, ``tune/`` (Ray Tune's experiment), ``trials/<name>-<trial id>/`` (each trial's
-Train run and MLflow run id: a retried or resumed trial continues its own run), ``report/``.
+The sweep's folder is described in ``pipeline.tune.plan``; its end (report, best model) in ``pipeline.tune.finish``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +28,23 @@ from pipeline.tune.config import (
     planned_reports,
     train_config_path,
 )
-from pipeline.tune.report import TrialRow
-from pipeline.tune.space import check_space, grid_size, to_tune, trial_config
+from pipeline.tune.finish import finish_sweep, partial_report
+from pipeline.tune.plan import (
+    BASE_FILE,
+    PARENT_FILE,
+    SWEEP_FILE,
+    Plan,
+    SweepOutcome,
+    planned_trials,
+    sweep_folder,
+    trial_name,
+)
+from pipeline.tune.space import check_space, to_tune, trial_config
 
 log = logging.getLogger(__name__)
-SWEEP_FILE, BASE_FILE, PARENT_FILE = "sweep_config.json", "base_train_config.json", "mlflow_parent_run_id.txt"
 TRIAL_RESOURCES = {"CPU": 0, "memory": 10 * 2**20}  # the trial function only drives its Train run
 LENGTH_KEYS = ("max_steps", "epochs", "eval_interval", "global_batch_size")
 RESUME_MAY_CHANGE = ("time_budget_s",)  # a sweep run in parts may be given more time; nothing else may change
-
-
-@dataclass
-class Plan:
-    """What ``prepare_sweep`` made of a sweep, checked: what ``run_sweep`` runs."""
-
-    sweep: SweepConfig
-    base: TrainConfig  # data, storage_path (the trials' folder) and tracking_uri made absolute
-    folder: Path
-    meta: Any
-    max_t: float  # ASHA's max_t, in its time_attr's unit
-
-
-@dataclass
-class SweepOutcome:
-    """A sweep's end: its MLflow run, its trials best first, its report and registered model (or interrupted)."""
-
-    parent_run_id: str
-    interrupted: bool
-    rows: list[TrialRow] = field(default_factory=list)
-    best: TrialRow | None = None
-    report: list[Path] = field(default_factory=list)
-    model_uri: str | None = None
-    champion: bool = False
-
-
-def sweep_folder(sweep: SweepConfig) -> Path:
-    """The sweep's folder: ``<storage_path>/<name>``, absolute."""
-    return Path(sweep.storage_path).resolve() / sweep.name
 
 
 def prepare_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | None = None) -> Plan:
@@ -89,11 +65,6 @@ def prepare_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path 
     if not resume:
         check_budget(sweep, base, planned_trials(sweep))
     return Plan(sweep=sweep, base=base, folder=folder, meta=meta, max_t=max_t)
-
-
-def planned_trials(sweep: SweepConfig) -> int:
-    """The trials the sweep runs: the grid's size (1 without grid entries) times num_samples."""
-    return grid_size(sweep.space) * sweep.num_samples
 
 
 def sweep_data(sweep: SweepConfig, sweep_file: Path | None) -> Path:
@@ -210,11 +181,6 @@ def check_cluster(plan: Plan) -> int:
     return concurrent
 
 
-def trial_name(sweep: str, trial_id: str) -> str:
-    """A trial's run name (its Train run folder, its MLflow run): ``<sweep>-<trial id>``."""
-    return f"{sweep}-{trial_id}"
-
-
 def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     """One trial: the training job with the trial's values, its evaluations reported to Tune."""
     import ray.tune
@@ -288,7 +254,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, sweep_file: Path | No
             clock.stop()
             seal.seal_quietly(folder, uri, parent)  # what --resume will accept
         if clock.reason == "budget":  # the whole sweep's time is spent: what it has is its result
-            return finish_sweep(plan, parent, list(results), unfinished=_unfinished_trials(plan))
+            return finish_sweep(plan, parent, list(results), budget_spent=True)
         unfinished = _unfinished(plan, trainable)
         if unfinished > 0:
             log.warning("sweep %s stopped with %d trial(s) unfinished; continue it with --resume", sweep.name,
@@ -346,14 +312,6 @@ def _unfinished(plan: Plan, trainable) -> int:
     return planned_trials(plan.sweep) - saved.num_terminated - saved.num_errors
 
 
-def _unfinished_trials(plan: Plan) -> set[str]:
-    """The trials Tune had started but not ended (neither terminated nor errored) when the sweep stopped."""
-    from ray.tune import ExperimentAnalysis
-
-    trials = ExperimentAnalysis(str(plan.folder / "tune")).trials
-    return {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
-
-
 def _tune_config(plan: Plan, concurrent: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -379,127 +337,3 @@ def _tune_config(plan: Plan, concurrent: int):
                            max_concurrent_trials=limit)
 
 
-def partial_report(plan: Plan, parent: str, results: list) -> list[Path]:
-    """The report of a sweep stopped to be resumed: the trials so far, those it stopped ``unfinished``; written to
-    ``report/`` and logged to the sweep's run (a resume's report replaces it). Best effort: [] when it fails."""
-    from pipeline.tune.report import log_report, write_report
-
-    try:
-        stopped = _unfinished_trials(plan)
-        rows = [_row(plan, result) for result in results if result.metrics]
-        for row in rows:
-            if row.trial_id in stopped and row.status != "error":
-                row.status = "unfinished"
-        paths = write_report(rows, plan.folder / "report", plan.sweep.metric, plan.sweep.mode,
-                             full=full_trial(plan), not_run=planned_trials(plan.sweep) - len(rows),
-                             cores=trial_cores(plan), partial=True)
-        log_report(plan.base.tracking.tracking_uri, parent, paths)
-        return paths
-    except Exception as err:  # noqa: BLE001 -- the sweep's state is saved; a report is a convenience
-        log.warning("no report of the stopped sweep: %s", err)
-        return []
-
-
-def finish_sweep(plan: Plan, parent: str, results: list, unfinished: set[str] | None = None) -> SweepOutcome:
-    """Summarize the trials (their Ray Tune Results), close their MLflow runs, log the report to the sweep's run,
-    register the best model; returns the outcome. ``unfinished``: trials the sweep's time budget stopped."""
-    from mlflow.tracking import MlflowClient
-
-    from pipeline.tracking import runs
-    from pipeline.tune.report import log_report, sort_rows, write_report
-
-    sweep, uri = plan.sweep, plan.base.tracking.tracking_uri
-    client = MlflowClient(uri)
-    rows = [_row(plan, result) for result in results]
-    for row in rows:
-        if row.trial_id in (unfinished or ()) and row.status != "error":
-            row.status = "budget_stopped"
-    for row in rows:
-        if row.run_id:
-            client.set_tag(row.run_id, "tune.status", row.status)
-            client.set_terminated(row.run_id, status="FAILED" if row.status == "error" else "FINISHED")
-    paths = write_report(rows, plan.folder / "report", sweep.metric, sweep.mode,
-                         full=full_trial(plan), not_run=planned_trials(sweep) - len(rows), cores=trial_cores(plan))
-    log_report(uri, parent, paths)
-    ranked = [r for r in sort_rows(rows, sweep.metric, sweep.mode) if sweep.metric in r.best]
-    best = ranked[0] if ranked else None
-    outcome = SweepOutcome(parent_run_id=parent, interrupted=False, rows=rows, best=best, report=paths)
-    counts = {status: sum(r.status == status for r in rows)
-              for status in ("completed", "early_stopped", "budget_stopped", "error")}
-    for status, count in counts.items():
-        client.log_metric(parent, f"trials_{status}", count)
-    if best is not None:
-        client.log_metric(parent, f"best_{sweep.metric.replace('/', '_')}", best.best[sweep.metric])
-        client.set_tag(parent, "best_trial_id", best.trial_id)
-        client.set_tag(parent, "best_run_id", best.run_id or "")
-        _register_best(plan, parent, best, outcome)
-    runs.end_run(uri, parent)
-    log.info("sweep %s: %s; best trial %s", sweep.name, counts, best.trial_id if best else "-")
-    return outcome
-
-
-def trial_cores(plan: Plan) -> float:
-    """The cores one trial computes on: its workers × each one's torch threads (else its CPUs)."""
-    s = plan.base.scaling
-    return s.max_workers * (s.torch_threads or s.cpus_per_worker)
-
-
-def full_trial(plan: Plan) -> float | None:
-    """A full trial's training minutes (what ASHA's savings are counted against); None when not in minutes."""
-    s = plan.sweep.scheduler
-    if s.kind == "asha" and s.time_attr == "train_minutes":
-        return plan.max_t
-    return plan.base.max_minutes
-
-
-def _row(plan: Plan, result) -> TrialRow:
-    """One trial's report row from its Ray Tune Result (its config, metrics history, error) and its run folder."""
-    from pipeline.train.run import RUN_ID_FILE, run_folder
-    from pipeline.tune.report import trial_row
-
-    config = result.config or {}  # None only for a trial that never started
-    params = {key: config[key] for key in plan.sweep.space if key in config}
-    cfg = trial_config(to_dict(plan.base), params, trial_name(plan.sweep.name, result.metrics["trial_id"]))
-    run_id = run_folder(cfg).read(RUN_ID_FILE)
-    return trial_row(result, cfg, params, plan.meta, plan.sweep.metric, plan.sweep.mode,
-                     run_id.strip() if run_id is not None else None)
-
-
-def best_checkpoint(cfg: TrainConfig):
-    """The trial's kept checkpoint (a ray.train.Checkpoint) with the best ``cfg.checkpoint_metric``, from its Ray
-    Train run's saved state (Result.from_path): the earliest on ties, as for ``hrm train``; None when it kept none."""
-    from ray.train import Result
-
-    from pipeline.train.run import run_folder
-
-    try:
-        result = Result.from_path(run_folder(cfg).uri)
-        return result.get_best_checkpoint(cfg.checkpoint_metric, "max") or result.checkpoint
-    except RuntimeError as err:  # no run folder, no saved state, no checkpoint, no checkpoint with the metric
-        log.debug("trial %s: no checkpoint (%s)", cfg.name, err)
-        return None
-
-
-def _register_best(plan: Plan, parent: str, best: TrialRow, outcome: SweepOutcome) -> None:
-    """Log the best trial's model to its run and register it (the champion alias moves only when it is better)."""
-    from mlflow.tracking import MlflowClient
-
-    from pipeline.train.run import finish
-
-    client = MlflowClient(plan.base.tracking.tracking_uri)
-    tags = client.get_run(parent).data.tags
-    if "best_model_uri" in tags:  # a resumed sweep that had registered already
-        outcome.model_uri, outcome.champion = tags["best_model_uri"], tags.get("champion") == "true"
-        return
-    if not (plan.sweep.register_best and plan.base.tracking.register) or best.run_id is None:
-        return
-    cfg = trial_config(to_dict(plan.base), best.params, trial_name(plan.sweep.name, best.trial_id))
-    checkpoint = best_checkpoint(cfg)
-    if checkpoint is None:
-        log.warning("best trial %s kept no checkpoint: nothing to register", best.trial_id)
-        return
-    with checkpoint.as_directory() as folder:  # sweeps are local: the folder itself
-        done = finish(cfg, plan.base.tracking.tracking_uri, best.run_id, Path(folder), plan.meta)
-    outcome.model_uri, outcome.champion = done.model_uri, done.champion
-    client.set_tag(parent, "best_model_uri", done.model_uri or "")
-    client.set_tag(parent, "champion", str(done.champion).lower())

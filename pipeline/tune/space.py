@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 FIXED = ("name", "data", "storage_path", "tracking", "scaling")  # set by the sweep, not searched
-# Not searched: set from the dataset, or (forward_dtype) resolved for each trial's device (pipeline.core.precision) unless
-# the base config fixes it.
+# Not searched: set from the dataset, or (forward_dtype) resolved for each trial's device (pipeline.core.precision)
+# unless the base config fixes it.
 DATA_SIZED = ("vocab_size", "seq_len", "num_puzzle_identifiers", "forward_dtype")
 MAX_COMBINATIONS = 512  # combinations of discrete values checked together (contradictions between keys)
 

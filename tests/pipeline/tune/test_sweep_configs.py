@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.train.config import load_train_config
 from pipeline.tune.config import check_budget, load_sweep_config, minimum_minutes, train_config_path
-from pipeline.tune.run import planned_trials
+from pipeline.tune.plan import planned_trials
 from pipeline.tune.space import candidates, check_space
 
 CONFIGS = Path(__file__).resolve().parents[3] / "pipeline" / "configs"
