@@ -41,7 +41,7 @@ def sweep_config(workdir, dataset, name, **sets):
                           "scaling.cpus_per_worker": 0.5,
                           "tracking.tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
                           "tracking.experiment": "tune-tests", "tracking.model_name": "hrm-tune-test"},
-            "space": {"optim.lr": {"grid": [1e-2, 0.0]}, "model.halt_max_steps": {"grid": [2, 3]}}}
+            "space": {"optim.lr": {"grid": [1e-3, 0.0]}, "model.halt_max_steps": {"grid": [2, 3]}}}
     return load_sweep_config(None, {**{f"overrides.{k}": v for k, v in data.pop("overrides").items()},
                                     **{f"space.{k}": v for k, v in data.pop("space").items()}, **data, **sets})
 
@@ -72,7 +72,7 @@ def test_sweep_stops_weak_trials_and_reports(workdir, asha_sweep):
     out = asha_sweep
     assert not out.interrupted and len(out.rows) == 4
     by_lr = {(r.params["optim.lr"], r.params["model.halt_max_steps"]): r for r in out.rows}
-    assert set(by_lr) == {(1e-2, 2), (1e-2, 3), (0.0, 2), (0.0, 3)}
+    assert set(by_lr) == {(1e-3, 2), (1e-3, 3), (0.0, 2), (0.0, 3)}
     assert all(r.status != "error" for r in out.rows)
     stopped = [r for r in out.rows if r.status == "early_stopped"]
     # ASHA stopped at least one trial at a rung of training minutes, before its budget; the others ran it all
@@ -81,7 +81,7 @@ def test_sweep_stops_weak_trials_and_reports(workdir, asha_sweep):
     assert all(r.curve and r.curve[-1][0] == pytest.approx(r.train_minutes) for r in out.rows)
     assert out.best is not None and all(0 <= r.best_exact <= 1 for r in out.rows)
     lr0 = max(by_lr[(0.0, m)].best.get("eval/accuracy", 0) for m in (2, 3))  # by ASHA's metric the lr 0 trials lose
-    assert max(by_lr[(1e-2, m)].best["eval/accuracy"] for m in (2, 3)) > lr0
+    assert max(by_lr[(1e-3, m)].best["eval/accuracy"] for m in (2, 3)) > lr0
 
 
 @pytest.mark.slow
