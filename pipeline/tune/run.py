@@ -39,6 +39,7 @@ from pipeline.tune.plan import (
     sweep_folder,
     trial_name,
 )
+from pipeline.tune.rungs import restore_rungs
 from pipeline.tune.space import check_space, to_tune, trial_config
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,11 @@ def _tuner(plan: Plan, trainable, *, resume: bool, concurrent: int, callbacks: l
     tune_path = plan.folder / "tune"
     if resume and tune.Tuner.can_restore(str(tune_path)):
         log.info("resuming sweep %s from %s", plan.sweep.name, tune_path)
-        return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+        s = plan.sweep.scheduler
+        if s.kind == "asha":  # Tune restores ASHA blank: its rungs from the trials' reports (pipeline.tune.rungs)
+            restore_rungs(tuner, tune_path, _asha_clock(s), s.metric or plan.sweep.metric)
+        return tuner
     run_config = tune.RunConfig(name="tune", storage_path=str(plan.folder), callbacks=callbacks,
                                 failure_config=tune.FailureConfig(max_failures=plan.sweep.max_failures))
     return tune.Tuner(trainable, param_space=to_tune(plan.sweep.space), tune_config=_tune_config(plan, concurrent),
@@ -312,6 +317,11 @@ def _unfinished(plan: Plan, trainable) -> int:
     return planned_trials(plan.sweep) - saved.num_terminated - saved.num_errors
 
 
+def _asha_clock(s) -> str:
+    """The result key ASHA's rungs are counted in: training minutes, or Tune's reports (its training_iteration)."""
+    return "train_minutes" if s.time_attr == "train_minutes" else "training_iteration"
+
+
 def _tune_config(plan: Plan, concurrent: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -319,7 +329,7 @@ def _tune_config(plan: Plan, concurrent: int):
     sweep, s = plan.sweep, plan.sweep.scheduler
     # Each part of Tune gets its metric itself: ASHA may compare another (scheduler.metric) than the sweep's
     scheduler = FIFOScheduler() if s.kind == "fifo" else ASHAScheduler(
-        time_attr="train_minutes" if s.time_attr == "train_minutes" else "training_iteration",
+        time_attr=_asha_clock(s),
         metric=s.metric or sweep.metric, mode=sweep.mode, max_t=plan.max_t, grace_period=s.grace_period,
         reduction_factor=s.reduction_factor, brackets=s.brackets)
     if sweep.searcher == "optuna":

@@ -135,6 +135,25 @@ def test_sweep_mlflow_parent_children_report_and_model(workdir, asha_sweep):
 
 
 @pytest.mark.slow
+def test_a_resumed_sweep_gets_asha_s_rungs_back_from_its_trials_reports(workdir, asha_sweep):
+    """Tune restores ASHA blank (pipeline.tune.rungs): on a resume the rungs come back from the saved reports."""
+    from ray import tune
+
+    from pipeline.tune.run import run_trial
+    from pipeline.tune.rungs import restore_rungs, saved_reports
+
+    path = workdir / "sweeps" / "asha" / "tune"
+    reports = saved_reports(path, "train_minutes", "eval/exact_accuracy")
+    assert {row.trial_id: [(t, e) for _, trial, t, e in reports if trial == row.trial_id]
+            for row in asha_sweep.rows} == {row.trial_id: row.curve for row in asha_sweep.rows}
+    tuner = tune.Tuner.restore(str(path), tune.with_parameters(run_trial, setup={}))
+    assert restore_rungs(tuner, path, "train_minutes", "eval/accuracy") == 4
+    rungs = tuner._local_tuner._tune_config.scheduler._brackets[0]._rungs
+    first = min(rungs)[1]  # every trial reported at the first rung (0.02 training minutes)
+    assert set(first) == {row.trial_id for row in asha_sweep.rows}
+
+
+@pytest.mark.slow
 def test_registered_checkpoint_is_the_best_trials_best_kept_one(workdir, asha_sweep):
     import json
     from pathlib import Path
