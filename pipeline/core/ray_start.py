@@ -78,6 +78,10 @@ def init_ray(num_cpus: int | None = None, *, dashboard: bool | None = None) -> N
     # its cores to them at every tick, and torch's threads wait for the slowest (bench/NOTES.md). The embedded Ray
     # runs the user's own job: its workers get the priority of the command that started it.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # Ray Train 2.60 starts a PreemptionWatcher actor for every run, which asks Ray every 5 s whether a node is being
+    # drained (a cloud taking a spot instance back). An embedded Ray is this one machine: nothing drains it, and the
+    # actor is one more process (~1.2 CPU-seconds to start here) per training run and per trial of a sweep.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     extra = {}
     if dashboard:
         port = free_port()

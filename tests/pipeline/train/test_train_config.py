@@ -64,13 +64,20 @@ def run(tmp_path, yaml_text, *args):
     ("max_steps: 0\n", "max_steps must be >= 1"),
     ("max_steps: -5\n", "max_steps must be >= 1 (or null: epochs decide), got -5"),
 ])
-def test_bad_config_fails_before_ray(tmp_path, yaml_text, message):
+def test_bad_config_fails_before_ray(tmp_path, monkeypatch, yaml_text, message):
+    """Refused before Ray is started or joined: neither our ``init_ray`` nor ``ray.init`` is called (a spy on each,
+    not ``ray.is_initialized()``: the test process may hold the suite's own Ray)."""
     import ray
 
+    import pipeline.core.ray_start as ray_start
+
+    calls = []
+    monkeypatch.setattr(ray_start, "init_ray", lambda *a, **k: calls.append("init_ray"))
+    monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append("ray.init"))
     result = run(tmp_path, yaml_text)
     assert result.exit_code != 0
     assert message in result.output
-    assert not ray.is_initialized()
+    assert calls == []
 
 
 def test_missing_dataset(tmp_path):
