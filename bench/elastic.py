@@ -88,7 +88,8 @@ def one(every: int, start_timeout: float, logs: Path) -> Loss:
         cluster.start_head(cpus=1)
         for name, ip in NODES.items():
             cluster.add_node(name, cpus=3, ip=ip)
-        wait_for("3 nodes", lambda: len(cluster.alive()) == 3, timeout=120, every=2)
+        wait_for("3 nodes to start", cluster.started, timeout=120, every=0.5)
+        wait_for("3 nodes", lambda: len(cluster.alive()) == 3, timeout=60, every=2)
         env = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(start_timeout)}
         built = cluster.hrm(folder, ["data", "build", "sudoku", "--config", "data.yaml", "--out", "data/tiny"],
                             logs / "build.log", env)

@@ -53,6 +53,12 @@ class Nodes:
             env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes[name] = (proc, log)
 
+    def started(self) -> bool:
+        """Whether every node's ``ray start`` has said "Ray runtime started." (its log; no CPU taken from the nodes,
+        unlike a question to the cluster): what to wait on before asking the cluster which nodes are alive."""
+        return all("Ray runtime started." in (self.root / f"{name}.log").read_text(errors="replace")
+                   for name in self.nodes)
+
     def kill_node(self, name: str) -> None:
         """SIGKILL the node: its PID namespace ends with every process in it, with no word to the rest of the
         cluster (which learns it from missed health checks)."""
