@@ -37,5 +37,8 @@ def test_a_build_is_measured_and_its_memory_is_bounded_by_its_parts_not_its_rows
     assert (small.rows, large.rows) == ({"train": 45_000, "test": 10}, {"train": 360_000, "test": 10})
     # 315,000 more rows (≈ 50 MB of tokens, more as Python objects): a build that held them anywhere would show it
     assert large.driver_peak_mib < small.driver_peak_mib + 40, (small, large)  # measured: +0 MiB
-    assert large.worker_peak_mib < small.worker_peak_mib + 40, (small, large)  # measured: +14 MiB
+    # A worker's peak moves with what it happened to touch (measured: +14 MiB, and +42 in a later run of the whole
+    # suite); holding its share of the rows would add far more: 315,000 rows as int64 tokens are ~390 MiB, ~200 MiB
+    # a worker on 2 CPUs, and more as Python objects.
+    assert large.worker_peak_mib < small.worker_peak_mib + 80, (small, large)
     assert not list(tmp_path.glob("mem-x*-wall/"))  # the builds were removed

@@ -1,6 +1,7 @@
 """``hrm serve --env-manager virtualenv``: MLflow builds a fresh virtual environment from the model's pinned
-requirements alone (the package registry, no hrm-pipeline install) and serves the same answers. Minutes: pip
-installs MLflow, torch and their dependencies into an empty environment (a warm pip cache helps).
+requirements alone (the package registry, no hrm-pipeline install) and serves the same answers. About a minute: pip
+installs MLflow, torch and their dependencies into an empty environment (a warm pip cache helps), without compiling
+them to bytecode, since the server's Python writes its own (PYTHONDONTWRITEBYTECODE unset, as in a fresh shell).
 
 Needs pyenv on PATH (MLflow's virtualenv manager asks it for the model's Python version)."""
 
@@ -30,11 +31,12 @@ def test_a_fresh_virtualenv_serves_the_model(tmp_path):
     envs = tmp_path / "envs"  # a clean place for MLflow's environments: nothing reused
     port = free_port()
     log_path = tmp_path / "serve.log"
+    serve_env = {k: v for k, v in bare_env(MLFLOW_ENV_ROOT=str(envs)).items() if k != "PYTHONDONTWRITEBYTECODE"}
     started = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen([str(BIN / "hrm"), "serve", "--model", f"models:/{MODEL}@champion", "--tracking-uri",
                                  uri, "--port", str(port), "--env-manager", "virtualenv"],
-                                env=bare_env(MLFLOW_ENV_ROOT=str(envs)), cwd=tmp_path, stdout=log,
+                                env=serve_env, cwd=tmp_path, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -68,4 +70,7 @@ def test_a_fresh_virtualenv_serves_the_model(tmp_path):
     import torch
 
     assert versions == [torch.__version__, mlflow.__version__]  # the pinned versions, the CPU build here
+    site = pythons[0].parents[1] / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    sources, compiled = (len(list((site / "torch").rglob(pattern))) for pattern in ("*.py", "*.pyc"))
+    assert 0 < compiled < sources / 2, (compiled, sources)  # what the server imported, not all that pip installed
     assert "Downloading artifacts" not in log_path.read_text()
