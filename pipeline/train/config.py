@@ -106,6 +106,11 @@ class TrainConfig:
     # each (pipeline.train.batches). None = global_batch_size. Runs with the same data_shards and global batch
     # train on identical batches whatever num_workers (any count up to data_shards).
     data_shards: int | None = None
+    # A training split of at most this much Parquet (metadata.json's part sizes) is read by each worker itself, with
+    # pyarrow (pipeline.train.ingest.LocalShare); a larger one through Ray Data's tasks. Ray Data starts a reader
+    # process, a footer actor and a dataset manager for every worker (re)start: ~5 s for a split of a few kB on 2
+    # cores. 0: always Ray Data.
+    ingest_in_worker_mib: float = 64.0
     checkpoint_keep: int = 2  # best by checkpoint_metric, plus the latest
     checkpoint_metric: str = "eval/exact_accuracy"
     ema: float | None = None  # e.g. 0.999 (TRM): evaluate and export the EMA weights
@@ -143,6 +148,8 @@ class TrainConfig:
         if not 0 < self.tracking.unreachable_minutes < math.inf:  # also refuses nan
             problems.append("tracking.unreachable_minutes must be a number of minutes > 0, got "
                             f"{self.tracking.unreachable_minutes}")
+        if not 0 <= self.ingest_in_worker_mib < math.inf:  # also refuses nan
+            problems.append(f"ingest_in_worker_mib must be a number of MiB >= 0, got {self.ingest_in_worker_mib}")
         if self.ema is not None and not 0 < self.ema < 1:
             problems.append(f"ema must be in (0, 1), got {self.ema}")
         problems += storage_path_problems(self.storage_path)

@@ -5,7 +5,9 @@ its dataset manager) and hands world rank r the r-th iterator. Worker r's Ray Da
 whose ``example_id`` range overlaps the worker's ids (pipeline.train.batches.worker_range) and drops the rows
 outside. The worker drains it once into compact arrays (:func:`collect_share`: token bytes, 2·seq_len + 4 bytes a
 row), sorted by ``example_id`` so Ray's block order does not matter (pipeline.train.share, which Ray Data's read
-tasks import: numpy and pyarrow only), and permutes it in memory every epoch.
+tasks import: numpy and pyarrow only), and permutes it in memory every epoch. A small split (at most
+``ingest_in_worker_mib`` of Parquet) is read by each worker itself instead (:class:`LocalShare`, the same parts and
+checks): no Dataset is given to the trainer then.
 """
 
 from __future__ import annotations
@@ -71,6 +73,39 @@ def list_parts(meta, split: str) -> list[Part]:
 def overlapping(parts: list[Part], lo: int, hi: int) -> list[str]:
     """The parts a reader of example ids [lo, hi) must open."""
     return [p.path for p in parts if p.overlaps(lo, hi)]
+
+
+def reads_in_workers(meta, limit_mib: float, split: str = "train") -> bool:
+    """Whether each worker reads its share of ``split`` itself (:class:`LocalShare`): when metadata.json lists the
+    split's parts with their sizes and they add up to at most ``limit_mib`` (TrainConfig.ingest_in_worker_mib)."""
+    listed = (meta.files or {}).get(split) or []
+    if not listed or any("bytes" not in p for p in listed):
+        return False
+    return sum(int(p["bytes"]) for p in listed) <= limit_mib * 2**20
+
+
+@dataclass(frozen=True)
+class LocalShare:
+    """The rows lo <= example_id < hi read in this process with pyarrow, part by part (only the parts that overlap
+    the range), each part's rows checked and made compact on the way in as a Ray Data read task does
+    (:func:`compact_rows`): what :func:`pipeline.train.share.collect_share` drains, like Ray Data's iterator."""
+
+    parts: list[Part]
+    lo: int
+    hi: int
+    seq_len: int
+    vocab: tuple[int, int] | None = None
+    where: str = "the dataset"
+
+    def iter_batches(self, batch_size=None, batch_format="numpy"):
+        import pyarrow.parquet as pq
+
+        from pipeline.core import storage
+
+        for location in overlapping(self.parts, self.lo, self.hi):
+            fs, path = storage.filesystem(location)
+            table = pq.read_table(path, columns=COLUMNS, filesystem=fs)
+            yield compact_rows(table, self.lo, self.hi, self.seq_len, self.vocab, self.where)
 
 
 def read_range(parts: list[Part], lo: int, hi: int, seq_len: int, vocab: tuple[int, int] | None = None,

@@ -186,7 +186,7 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
 
     from pipeline.core.progress import progress_mode, quiet_ray_data
     from pipeline.data.loader import read_metadata
-    from pipeline.train.ingest import ShardedTrainData
+    from pipeline.train.ingest import ShardedTrainData, reads_in_workers
     from pipeline.train.worker import train_loop_per_worker
 
     progress = progress_mode()  # the workers' stdout is never a TTY: the driver decides for them
@@ -195,13 +195,15 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
     if progress == "lines":
         quiet_ray_data()  # reading the split here (in a Tune trial's process too) logs no INFO lines
     folder = run_folder(cfg)
-    data = ShardedTrainData.for_split(meta or read_metadata(data_path), shards=cfg.shards)
+    meta = meta or read_metadata(data_path)
+    in_workers = reads_in_workers(meta, cfg.ingest_in_worker_mib)
+    data = None if in_workers else ShardedTrainData.for_split(meta, shards=cfg.shards)
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": to_dict(cfg), "data_path": str(data_path), "tracking_uri": uri, "run_id": run_id,
-                           "fault": fault, "progress": progress},
+                           "fault": fault, "progress": progress, "ingest": "worker" if in_workers else "ray_data"},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
                                      elastic_resize_monitor_interval_s=s.resize_check_seconds),
@@ -211,8 +213,10 @@ def make_trainer(cfg: TrainConfig, data_path: str | Path, uri: str, run_id: str,
                                                checkpoint_score_attribute=cfg.checkpoint_metric,
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
-        datasets={"train": data.whole()},  # named for get_dataset_shard; each worker gets only its share:
-        dataset_config=data,  # (pipeline.train.ingest)
+        # named for get_dataset_shard; each worker gets only its share (pipeline.train.ingest); none for a split
+        # the workers read themselves
+        datasets={"train": data.whole()} if data else None,
+        dataset_config=data,
     )
 
 

@@ -22,13 +22,15 @@ RESTART_TAG = "hrm.restart."  # + k: the k-th time the run's worker group starte
 def open_tracking(config: dict[str, Any], model: HRM, dtype_reason: str, unreachable_minutes: float) -> Any:
     """Rank 0's MLflow logger of the run (buffered: training goes on while the tracking server is unreachable, for
     at most ``unreachable_minutes``; pipeline.tracking.buffer), after logging the resolved forward dtype (and why)
-    and starting the ``system/*`` metrics of this machine."""
+    and how the workers read their shares, and starting the ``system/*`` metrics of this machine."""
     from pipeline.tracking.buffer import BufferedRunLogger
     from pipeline.tracking.runs import start_system_metrics
 
     logger = BufferedRunLogger(config["tracking_uri"], config["run_id"], unreachable_minutes)
     logger.log_params({"resolved.forward_dtype": model.config.forward_dtype})
-    logger.set_tags({"resolved.forward_dtype.reason": dtype_reason})
+    # how the workers read their shares: "worker" (a small split, pyarrow in each worker) or "ray_data"
+    logger.set_tags({"resolved.forward_dtype.reason": dtype_reason,
+                     "resolved.ingest": config.get("ingest", "ray_data")})
     start_system_metrics(config["tracking_uri"], config["run_id"])
     return logger
 

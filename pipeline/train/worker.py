@@ -213,7 +213,7 @@ def start(config: dict[str, Any]) -> Worker:
         forward = torch.compile(model) if compile_on(cfg, device) else model
         quiet_data_stream(config.get("progress"))
         require_one_global_batch(meta.counts["train"], cfg.global_batch_size, data_path)
-        batches = read_share(cfg, meta.counts["train"], rank, world)
+        batches = read_share(cfg, meta, rank, world, in_worker=config.get("ingest") == "worker")
         carry = carry_state.slice_for(saved_carry, global_batch=cfg.global_batch_size, shards=cfg.shards,
                                       world=world, rank=rank, device=device)
         group = worker_nodes(world)  # where every worker of this group runs, rank by rank
@@ -399,20 +399,29 @@ def compile_on(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.compile if cfg.compile is not None else device.type == "cuda"
 
 
-def read_share(cfg: TrainConfig, rows: int, rank: int, world: int) -> ShardedBatches:
-    """This worker's share of the training split, read once through Ray Train's dataset shard
-    (pipeline.train.ingest), as the batches of every epoch."""
-    import ray.train
-
+def read_share(cfg: TrainConfig, meta, rank: int, world: int, in_worker: bool = False) -> ShardedBatches:
+    """This worker's share of the training split, read once — through Ray Train's dataset shard
+    (pipeline.train.ingest), or by this process itself for a small split (``in_worker``: LocalShare) — as the
+    batches of every epoch."""
+    from pipeline.train.ingest import LocalShare, list_parts
     from pipeline.train.share import collect_share
 
+    rows = meta.counts["train"]
     lo, hi = worker_range(rows, cfg.shards, world, rank)
     started = time.perf_counter()
-    iterator = ray.train.get_dataset_shard("train")  # a barrier: rank 0 has Train configure every worker's share
-    got = time.perf_counter()
-    share = collect_share(iterator, lo, hi)
-    log.info("worker %d read its share, example ids [%d, %d) (%d rows), in %.1f s (%.1f s of it waiting for the "
-             "shard)", rank, lo, hi, hi - lo, time.perf_counter() - started, got - started)
+    if in_worker:
+        share = collect_share(LocalShare(list_parts(meta, "train"), lo, hi, meta.seq_len,
+                                         (meta.vocab_size, meta.num_puzzle_identifiers), str(meta.path)), lo, hi)
+        how = "in this process"
+    else:
+        import ray.train
+
+        iterator = ray.train.get_dataset_shard("train")  # a barrier: rank 0 has Train configure every worker's share
+        got = time.perf_counter()
+        share = collect_share(iterator, lo, hi)
+        how = f"through Ray Data, {got - started:.1f} s of it waiting for the shard"
+    log.info("worker %d read its share, example ids [%d, %d) (%d rows), in %.1f s (%s)", rank, lo, hi, hi - lo,
+             time.perf_counter() - started, how)
     return ShardedBatches(share, n=rows, global_batch=cfg.global_batch_size, shards=cfg.shards, rank=rank,
                           world=world, seed=cfg.seed)
 

@@ -19,26 +19,47 @@ from pipeline.core import locks
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def holder_process(output: str, job: str, seconds: float, *, go: Path | None = None) -> subprocess.Popen:
-    """A Python process that waits for the file ``go`` (if given), then holds ``output``'s lock for ``seconds`` and
-    prints ``held`` (or ``busy: <message>``)."""
+def holder_process(output: str, job: str, seconds: float, *, go: Path | None = None,
+                   release: Path | None = None) -> subprocess.Popen:
+    """A Python process that, given ``go``, prints ``ready`` and waits for that file; then holds ``output``'s lock
+    for ``seconds`` or until the file ``release`` exists, and prints ``held`` (or ``busy: <message>``)."""
     code = f"""
 import os, sys, time
 from pathlib import Path
 from pipeline.core import locks
-go = {str(go) if go else None!r}
+go, release = {str(go) if go else None!r}, {str(release) if release else None!r}
+if go:
+    print("ready", flush=True)
 while go and not Path(go).exists():
     time.sleep(0.001)
 try:
     with locks.hold({output!r}, {job!r}):
         print("held", flush=True)
-        time.sleep({seconds!r})
+        end = time.monotonic() + {seconds!r}
+        while time.monotonic() < end and not (release and Path(release).exists()):
+            time.sleep(0.01)
 except locks.OutputBusyError as err:
     print("busy:", err, flush=True)
     sys.exit(3)
 """
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def race(output: str, racers: int, tmp_path: Path) -> list[tuple[int, str]]:
+    """``racers`` processes started, each waiting at the start line (``ready``), let go at once; the winner holds
+    the lock until every loser has ended. Their exit codes and last lines."""
+    go, release = tmp_path / "go", tmp_path / "release"
+    procs = [holder_process(output, f"racer {i}", 60, go=go, release=release) for i in range(racers)]
+    for proc in procs:
+        while (line := proc.stdout.readline()) and line.strip() != "ready":  # a library's warning may come first
+            pass
+    go.touch()
+    deadline = time.monotonic() + 60
+    while sum(p.poll() is not None for p in procs) < racers - 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    release.touch()
+    return [(p.wait(timeout=60), p.communicate(timeout=60)[0].strip().splitlines()[-1]) for p in procs]
 
 
 def first_line(proc: subprocess.Popen) -> str:
@@ -61,15 +82,12 @@ def test_the_second_holder_is_refused_naming_the_first(tmp_path):
 
 @pytest.mark.parametrize("racers", [2, 6])
 def test_processes_racing_for_one_output_get_exactly_one_owner(tmp_path, racers):
-    out, go = str(tmp_path / "race"), tmp_path / "go"
-    procs = [holder_process(out, f"racer {i}", 3.0, go=go) for i in range(racers)]
-    time.sleep(1.5)  # all started, all waiting
-    go.touch()
-    outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    ended = race(str(tmp_path / "race"), racers, tmp_path)
+    outputs = [line for _, line in ended]
     assert sum(o == "held" for o in outputs) == 1, outputs
     losers = [o for o in outputs if o != "held"]
     assert all(o.startswith("busy:") and "being written by racer" in o for o in losers), outputs
-    assert sorted(p.returncode for p in procs) == [0] + [3] * (racers - 1)
+    assert sorted(code for code, _ in ended) == [0] + [3] * (racers - 1)
 
 
 def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path, caplog):
@@ -118,12 +136,9 @@ def test_s3_second_holder_is_refused_and_the_lock_removed_at_the_end(s3, s3_out)
 
 
 def test_s3_processes_racing_get_exactly_one_owner(s3, s3_out, tmp_path):
-    go = tmp_path / "go"
-    procs = [holder_process(s3_out, f"racer {i}", 3.0, go=go) for i in range(4)]
-    time.sleep(2.0)
-    go.touch()
-    outputs = [p.communicate(timeout=60)[0].strip().splitlines()[-1] for p in procs]
-    assert sum(o == "held" for o in outputs) == 1, outputs
+    ended = race(s3_out, 4, tmp_path)
+    assert sum(line == "held" for _, line in ended) == 1, ended
+    assert sorted(code for code, _ in ended) == [0, 3, 3, 3], ended
 
 
 def test_s3_lock_of_a_killed_holder_on_this_host_is_taken_at_once(s3, s3_out):

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.data.meta import DatasetMeta
 from pipeline.train.batches import worker_range
-from pipeline.train.ingest import ShardedTrainData, list_parts, overlapping
+from pipeline.train.ingest import LocalShare, ShardedTrainData, list_parts, overlapping, reads_in_workers
 from pipeline.train.share import collect_share
 
 SEQ = 4
@@ -64,6 +64,32 @@ def test_each_worker_reads_only_the_parts_of_its_share(meta, ray_session):
         assert share["inputs"].dtype == np.uint8 and share["inputs"].shape == (hi - lo, SEQ)
         assert (share["inputs"][:, 0] == np.arange(lo, hi) % 250 + 1).all()
         assert (share["labels"][:, 0] == 0).all() and "example_ids" not in share
+        local = collect_share(LocalShare(data.parts, lo, hi, SEQ), lo, hi)  # a small split, read by the worker
+        assert local.keys() == share.keys() and all((local[k] == share[k]).all() for k in share)
+
+
+def test_a_share_read_in_the_worker_opens_only_its_parts_and_checks_the_tokens(meta, monkeypatch):
+    opened = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda path, **kw: opened.append(path.rsplit("/", 1)[1]) or real(path, **kw))
+    lo, hi = worker_range(30, 6, 2, 1)
+    share = collect_share(LocalShare(list_parts(meta, "train"), lo, hi, SEQ), lo, hi)
+    assert share["puzzle_ids"].tolist() == list(range(lo, hi)) and sorted(opened) == ["part-00000.parquet",
+                                                                                      "part-00002.parquet"]
+    with pytest.raises(ValueError, match=r"where: example_id \d+: .*dataset changed"):
+        collect_share(LocalShare(list_parts(meta, "train"), 0, 30, SEQ, vocab=(251, 10), where="where"), 0, 30)
+
+
+@pytest.mark.parametrize("files, limit, expected", [
+    ([{"bytes": 3 << 20}, {"bytes": 1 << 20}], 4, True),  # at the limit
+    ([{"bytes": 3 << 20}, {"bytes": 1 << 20}], 3.9, False),
+    ([{"bytes": 10}], 0, False),  # 0: always Ray Data
+    ([{"bytes": 10}, {"path": "train/x.parquet"}], 64, False),  # a size not listed: Ray Data
+    (None, 64, False),  # a dataset from before metadata.json listed its parts
+])
+def test_a_split_is_read_in_the_workers_only_when_its_listed_parts_are_small(meta, files, limit, expected):
+    listed = dataclasses.replace(meta, files=None if files is None else {"train": files})
+    assert reads_in_workers(listed, limit) is expected
 
 
 def test_a_share_is_read_with_one_footer_reader_not_thirty_two(meta, ray_session):

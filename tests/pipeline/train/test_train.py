@@ -70,13 +70,14 @@ def one_worker(workdir, dataset):
 
 
 def test_two_workers_match_one_worker_through_a_killed_worker(workdir, dataset, one_worker):
-    """Two workers at the same global batch train exactly as one, also when one of them is SIGKILLed at step 5:
+    """Two workers at the same global batch train exactly as one (reading their shares through Ray Data, the one
+    worker its small split itself), also when one of them is SIGKILLed at step 5:
     Ray Train replaces it, the run restarts from the last checkpoint Train had registered — step 4, 2, or none yet:
     a report is taken ~0.25 s after its checkpoint's upload (async) ends, and the kill comes 0.3-0.6 s after the
     reports of steps 4 and 2 — and trains the same steps again, logged once; every restart point gives the same
     losses (the ACT carry is in the checkpoint)."""
     cfg1, out1 = one_worker
-    cfg2 = config(workdir, dataset, "two", max_failures=2,
+    cfg2 = config(workdir, dataset, "two", max_failures=2, ingest_in_worker_mib=0,  # shares through Ray Data
                   **{"scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5})
     marker = workdir / "killed.marker"
     out2 = train(cfg2, fault={"rank": 1, "step": 5, "kind": "sigkill", "marker": str(marker)})
@@ -102,6 +103,8 @@ def test_two_workers_match_one_worker_through_a_killed_worker(workdir, dataset, 
         f"{RESTART_TAG}1"]
     assert "2 -> 2 workers" in tags[f"{RESTART_TAG}1"] and start in tags[f"{RESTART_TAG}1"]
     assert set(history(cfg2, out2.run_id, "train/workers").values()) == {2.0}
+    # the one-worker run read its small split itself, these workers through Ray Data: the same batches either way
+    assert (client.get_run(out1.run_id).data.tags["resolved.ingest"], tags["resolved.ingest"]) == ("worker", "ray_data")
 
 
 @pytest.mark.timeout(300)  # workers that disagreed on the budget would wait for each other forever

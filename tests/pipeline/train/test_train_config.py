@@ -49,6 +49,8 @@ def run(tmp_path, yaml_text, *args):
      "scaling.num_workers: expected an integer or a list of 2 integers, got str 'two'"),
     ("checkpoint_minutes: 0\n", "checkpoint_minutes must be a number of minutes > 0"),
     ("checkpoint_upload: later\n", "checkpoint_upload: must be one of ['async', 'sync'], got 'later'"),
+    ("ingest_in_worker_mib: -1\n", "ingest_in_worker_mib must be a number of MiB >= 0, got -1"),
+    ("ingest_in_worker_mib: .nan\n", "ingest_in_worker_mib must be a number of MiB >= 0, got nan"),
     ("model: {hidden_size: 64, num_heads: 3}\n", "not divisible by num_heads 3"),
     ("model: {h_cycle: 2}\n", "unknown key(s) ['h_cycle']"),
     ("flavour: giant\n", "unknown model flavour 'giant'"),
