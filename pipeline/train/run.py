@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import tempfile
@@ -266,7 +267,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, config_file: Path | None = 
         uri = resolve_tracking_uri(cfg)
         runs.check_reachable(uri)
         data_path, meta, (params, state_bytes) = prepare(cfg, resume, uri)
-        init_ray()
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hrm-mlflow") as pool:
+            opening = pool.submit(runs.open_store, uri)  # while Ray starts (its processes: mostly waiting)
+            init_ray()
+            opening.result()  # a store that cannot be opened fails here, as it would when the run is opened
         check_resources(cfg, meta, str(data_path))
         import ray
 
