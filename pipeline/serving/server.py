@@ -37,9 +37,10 @@ def no_bytecode_at_install() -> None:
     """pip, as MLflow runs it to build the model's environment, installs without compiling every module to bytecode
     where Python writes the bytecode of what it imports itself (``PYTHONDONTWRITEBYTECODE`` unset): the server's first
     start compiles what it imports, once. The model's requirements (torch, MLflow and ~100 more packages, 2 GB)
-    installed in 32 s instead of 68 s so on a 2-core Xeon. Where Python writes no bytecode, pip compiles as usual
-    (else every start would compile torch and MLflow again: +3 s a start here). A user's ``PIP_COMPILE`` or
-    ``PIP_NO_COMPILE`` decides instead (pip reads ``PIP_NO_COMPILE=1`` as ``compile = true``)."""
+    installed in 32 s instead of 68 s so on a 2-core Xeon (AVX-512; the saving is bytecode compiling, single-core, so
+    slower CPUs save more). Where Python writes no bytecode, pip compiles as usual (else every start would compile
+    torch and MLflow again: +3 s a start here). A user's ``PIP_COMPILE`` or ``PIP_NO_COMPILE`` decides instead (pip
+    reads ``PIP_NO_COMPILE=1`` as ``compile = true``)."""
     if os.environ.get("PYTHONDONTWRITEBYTECODE") or {"PIP_COMPILE", "PIP_NO_COMPILE"} & set(os.environ):
         return
     os.environ["PIP_COMPILE"] = "false"

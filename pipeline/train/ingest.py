@@ -13,6 +13,7 @@ checks): no Dataset is given to the trainer then.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,3 +162,30 @@ class ShardedTrainData(DataConfig):
                 ds.context.enable_progress_bars = False  # workers' bars would only clutter the driver's console
                 output[rank][name] = ds.iterator()
         return output
+
+
+def read_share(cfg, meta, rank: int, world: int, in_worker: bool = False) -> Any:
+    """This worker's share of the training split, read once — through Ray Train's dataset shard
+    (below), or by this process itself for a small split (``in_worker``: LocalShare) — as the
+    batches of every epoch."""
+    from pipeline.train.batches import ShardedBatches
+    from pipeline.train.share import collect_share
+
+    rows = meta.counts["train"]
+    lo, hi = worker_range(rows, cfg.shards, world, rank)
+    started = time.perf_counter()
+    if in_worker:
+        share = collect_share(LocalShare(list_parts(meta, "train"), lo, hi, meta.seq_len,
+                                         (meta.vocab_size, meta.num_puzzle_identifiers), str(meta.path)), lo, hi)
+        how = "in this process"
+    else:
+        import ray.train
+
+        iterator = ray.train.get_dataset_shard("train")  # a barrier: rank 0 has Train configure every worker's share
+        got = time.perf_counter()
+        share = collect_share(iterator, lo, hi)
+        how = f"through Ray Data, {got - started:.1f} s of it waiting for the shard"
+    log.info("worker %d read its share, example ids [%d, %d) (%d rows), in %.1f s (%s)", rank, lo, hi, hi - lo,
+             time.perf_counter() - started, how)
+    return ShardedBatches(share, n=rows, global_batch=cfg.global_batch_size, shards=cfg.shards, rank=rank,
+                          world=world, seed=cfg.seed)

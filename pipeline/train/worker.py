@@ -33,14 +33,20 @@ from pipeline.train.batches import (
     ShardedBatches,
     require_one_global_batch,
     to_torch,
-    worker_range,
 )
 from pipeline.train.config import TrainConfig, run_model_config
 from pipeline.train.evaluate import evaluate
 from pipeline.train.faults import inject_fault
 from pipeline.train.gradients import all_reduce_sum
+from pipeline.train.ingest import read_share
 from pipeline.train.metric_log import MetricLog
-from pipeline.train.run_log import group_tags, logged_through, open_tracking, replayed_tag, worker_nodes
+from pipeline.train.run_log import (
+    group_tags,
+    logged_through,
+    open_tracking,
+    replayed_tag,
+    worker_nodes,
+)
 from pipeline.train.samples import KEY as SAMPLES_KEY
 from pipeline.train.samples import sample_image
 
@@ -397,33 +403,6 @@ def resume(model: HRM, opt: Optimizers, ema: EMA | None, rank: int) -> tuple[che
 def compile_on(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether to torch.compile the model: ``cfg.compile``, else on for a GPU and off for a CPU."""
     return cfg.compile if cfg.compile is not None else device.type == "cuda"
-
-
-def read_share(cfg: TrainConfig, meta, rank: int, world: int, in_worker: bool = False) -> ShardedBatches:
-    """This worker's share of the training split, read once — through Ray Train's dataset shard
-    (pipeline.train.ingest), or by this process itself for a small split (``in_worker``: LocalShare) — as the
-    batches of every epoch."""
-    from pipeline.train.ingest import LocalShare, list_parts
-    from pipeline.train.share import collect_share
-
-    rows = meta.counts["train"]
-    lo, hi = worker_range(rows, cfg.shards, world, rank)
-    started = time.perf_counter()
-    if in_worker:
-        share = collect_share(LocalShare(list_parts(meta, "train"), lo, hi, meta.seq_len,
-                                         (meta.vocab_size, meta.num_puzzle_identifiers), str(meta.path)), lo, hi)
-        how = "in this process"
-    else:
-        import ray.train
-
-        iterator = ray.train.get_dataset_shard("train")  # a barrier: rank 0 has Train configure every worker's share
-        got = time.perf_counter()
-        share = collect_share(iterator, lo, hi)
-        how = f"through Ray Data, {got - started:.1f} s of it waiting for the shard"
-    log.info("worker %d read its share, example ids [%d, %d) (%d rows), in %.1f s (%s)", rank, lo, hi, hi - lo,
-             time.perf_counter() - started, how)
-    return ShardedBatches(share, n=rows, global_batch=cfg.global_batch_size, shards=cfg.shards, rank=rank,
-                          world=world, seed=cfg.seed)
 
 
 def load_eval_set(data_path: str, meta, task: Any, limit: int | None) -> EvalSet:
