@@ -166,7 +166,7 @@ class ShardedTrainData(DataConfig):
 
 def read_share(cfg, meta, rank: int, world: int, in_worker: bool = False) -> Any:
     """This worker's share of the training split, read once — through Ray Train's dataset shard
-    (below), or by this process itself for a small split (``in_worker``: LocalShare) — as the
+    (:class:`ShardedTrainData`), or by this process itself for a small split (``in_worker``: LocalShare) — as the
     batches of every epoch."""
     from pipeline.train.batches import ShardedBatches
     from pipeline.train.share import collect_share
