@@ -11,6 +11,11 @@ sys.path.insert(0, str(Path(__file__).parent / "hrm"))  # shared fixtures (sudok
 # running, finished) waits for such a look: ~4 s of every tiny training run in the tests. Looking every 0.25 s
 # changes nothing else; the Ray processes and `hrm` commands the tests start inherit it.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+# Two of Ray Train's observers that no test reads, off for the runs the tests start (a tiny run 1-1.5 s and ~2.5
+# CPU-s shorter, measured alternately): the state actor that lists Train runs in the dashboard's API (`hrm` turns it
+# on; the README cluster block's test turns it on in its own shell and reads that API) and Train's Prometheus metrics.
+os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
+os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,34 @@ def hrm(cluster: LocalCluster, folder: Path, *args: str, log: Path, env: dict | 
     # Train decides on a view of the cluster where the killed node is not dead yet (its 3 workers wait for a node
     # that is gone), and decides again on the 2 nodes left once it is declared dead.
     return cluster.hrm(folder, list(args), log, {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10", **(env or {})})
+
+
+# Train asks Ray's autoscaling coordinator (a detached actor) which nodes it may grow onto, and the coordinator rereads
+# the cluster every 20 s (Ray 2.60): a joined node counted 0-20 s after it was up (19 s in a run here). Once the new
+# node is up, a process of the test asks the coordinator to reread now, so the run grows at Train's next look
+# (resize_check_seconds) whatever the phase of that clock. Where the actor is not there (another Ray), nothing is
+# asked and the run grows at the coordinator's own next reading.
+REREAD = """
+import sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + 120
+while not any(n["Alive"] and n["NodeManagerAddress"] == sys.argv[2] for n in ray.nodes()):
+    if time.monotonic() > deadline:
+        sys.exit(f"node {sys.argv[2]} did not join in 120 s")
+    time.sleep(0.5)
+try:
+    coordinator = ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
+except ValueError:
+    sys.exit(0)
+ray.get(coordinator.get_reserved_resources.remote("hrm-test-reread", recompute=True))
+"""
+
+
+def reread_nodes(cluster: LocalCluster, ip: str) -> None:
+    """Wait until the node at ``ip`` is alive, then have Train's autoscaling coordinator reread the cluster."""
+    done = subprocess.run([sys.executable, "-c", REREAD, cluster.address, ip], capture_output=True, text=True,
+                          timeout=180, env=cluster.env)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def run_of(uri: str, name: str):
@@ -154,6 +183,7 @@ def test_an_elastic_run_shrinks_on_a_lost_node_and_grows_on_a_new_one(ray_sessio
         wait_for(f"rank 0 to pause at step {GROW_AT} on 2 workers", lambda: paused_on(GROW_AT, 2), timeout=300,
                  every=1, explain=logs)
         cluster.add_node("d", cpus=3, ip="127.0.0.5")  # a node joins: the run grows to 3 workers
+        reread_nodes(cluster, "127.0.0.5")
         assert driver.wait(timeout=300) == 0, logs()
         assert reference.wait(timeout=120) == 0, (tmp_path / "reference.log").read_text()[-3000:]
     finally:
