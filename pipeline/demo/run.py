@@ -59,7 +59,8 @@ def run_demo(workdir: Path, data_config: Path, train_config: Path) -> None:
     uri = resolve_tracking_uri(cfg)
     solve_new_puzzle(data_cfg, built.path, uri, f"models:/{cfg.tracking.model_name or 'hrm-sudoku'}@champion")
     click.echo(f"\ndone in {(time.time() - started) / 60:.1f} min. Look at the run and the model:")
-    click.echo(f"    .venv/bin/mlflow ui --backend-store-uri {uri} --workers 1    # then open http://127.0.0.1:5000")
+    click.echo(f"    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow ui --backend-store-uri {uri} --workers 1"
+               "    # then open http://127.0.0.1:5000")
 
 
 def solve_new_puzzle(data_cfg, data_path: Path, tracking_uri: str, model_uri: str) -> None:
