@@ -1,13 +1,14 @@
-"""Elastic training across nodes: a real Ray cluster of separate raylets on this machine (a head of 1 CPU and three
-worker nodes of 3 CPUs, on 127.0.0.1-4, each node in its own PID namespace, tests/cluster/nodes.py; a Train worker
+"""Elastic training across nodes: a real Ray cluster of separate raylets on this machine (a head of 1 CPU and two
+worker nodes of 3 CPUs, on 127.0.0.1-3, each node in its own PID namespace, tests/cluster/nodes.py; a Train worker
 takes 2 CPUs, so each worker node holds one and the head none, and every node keeps a CPU for Ray Data), `hrm train`
-with `scaling.num_workers: [1, 3]` as a driver beside the head. Mid-run the node that holds rank 0 — and its MLflow
-logger's buffer — is SIGKILLed with all its processes: the run goes on on 2 workers from its last checkpoint. A node
-joins: the run grows to 3 workers again. It finishes, registers its model once, logs every step once, notes both
+with `scaling.num_workers: [1, 2]` as a driver beside the head. Mid-run the node that holds rank 0 — and its MLflow
+logger's buffer — is SIGKILLed with all its processes: the run goes on on the worker left, from its last checkpoint.
+A node joins: the run grows to 2 workers again. It finishes, registers its model once, logs every step once, notes both
 restarts as events, and its losses are those of a run of one worker at the same global batch with no fault.
 
 Tolerance: the workers sum their slices' gradients with Gloo, in another order than one worker sums its rows, so
-float32 sums differ in the last bits: measured at most 3.6e-8 relative over the 16 steps (2-core Xeon); 1e-6 allowed.
+float32 sums differ in the last bits: measured at most 5.9e-8 relative over the 16 steps with 2 workers and 3.6e-8
+with 3 (2-core Xeon); 1e-6 allowed.
 A real divergence is far larger: restarting with a fresh ACT carry changed the next three losses by 4%, 17% and 0.2%
 in tests/pipeline/train/test_carry_state.py's run. Skipped where PID namespaces are not permitted.
 """
@@ -33,9 +34,9 @@ from tests.cluster.nodes import (
 
 pytestmark = pytest.mark.slow
 
-NODES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
-# Global batch 6: 2 rows a worker on 3 workers, 3 on 2. A checkpoint every 4 steps. Rank 0 pauses at step KILL_AT
-# (3 workers) until its node is killed, and at step GROW_AT (2 workers) until the run has grown (a test-only pause:
+NODES = {"a": "127.0.0.2", "b": "127.0.0.3"}
+# Global batch 6: 3 rows a worker on 2 workers, 6 on 1. A checkpoint every 4 steps. Rank 0 pauses at step KILL_AT
+# (2 workers) until its node is killed, and at step GROW_AT (1 worker) until the run has grown (a test-only pause:
 # pipeline.train.faults), so the events meet the steps they are meant for whatever this machine's speed.
 G, EVERY, KILL_AT, GROW_AT, MAX_STEPS = 6, 4, 6, 10, 16
 
@@ -65,14 +66,14 @@ def write_configs(folder: Path) -> None:
         "tracking": {**base["tracking"], "register": False}}))
     (folder / "elastic.yaml").write_text(yaml.safe_dump({
         **base, "name": "elastic", "max_failures": 6,
-        "scaling": {"num_workers": [1, 3], "cpus_per_worker": 2, "resize_check_seconds": 2},
+        "scaling": {"num_workers": [1, 2], "cpus_per_worker": 2, "resize_check_seconds": 2},
         "tracking": {**base["tracking"], "model_name": "hrm-elastic"}}))
 
 
 def hrm(cluster: LocalCluster, folder: Path, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
     # A worker group that cannot be placed in 10 s is tried again on the resources Ray then sees: after the kill,
-    # Train decides on a view of the cluster where the killed node is not dead yet (its 3 workers wait for a node
-    # that is gone), and decides again on the 2 nodes left once it is declared dead.
+    # Train decides on a view of the cluster where the killed node is not dead yet (its 2 workers wait for a node
+    # that is gone), and decides again on the node left once it is declared dead.
     return cluster.hrm(folder, list(args), log, {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10", **(env or {})})
 
 
@@ -147,7 +148,7 @@ def test_an_elastic_run_shrinks_on_a_lost_node_and_grows_on_a_new_one(ray_sessio
     assert built.exit_code == 0, built.output
     MlflowClient(uri).search_experiments()  # the store's tables made once, before two drivers use it
     wait_for("4 nodes to start", cluster.started, timeout=120, every=0.5)  # then the cluster asked (a process each)
-    wait_for("4 nodes", lambda: len(cluster.alive()) == 4, timeout=60, every=2)
+    wait_for("3 nodes", lambda: len(cluster.alive()) == 3, timeout=60, every=2)
 
     grown = folder / "grown"
     pauses = [{"rank": 0, "step": step, "kind": "pause", "marker": str(folder / f"paused-{step}"),
@@ -166,7 +167,7 @@ def test_an_elastic_run_shrinks_on_a_lost_node_and_grows_on_a_new_one(ray_sessio
         return (folder / f"paused-{step}").exists() and metric(uri, "elastic", "train/workers").get(step) == workers
 
     try:
-        wait_for(f"rank 0 to pause at step {KILL_AT} on 3 workers", lambda: paused_on(KILL_AT, 3), timeout=240,
+        wait_for(f"rank 0 to pause at step {KILL_AT} on 2 workers", lambda: paused_on(KILL_AT, 2), timeout=240,
                  every=0.5, explain=logs)
         # the checkpoint of step 4 registered by Train first (a report is taken ~2 s after it is made: a kill
         # sooner than that restarts from the checkpoint before)
@@ -180,10 +181,10 @@ def test_an_elastic_run_shrinks_on_a_lost_node_and_grows_on_a_new_one(ray_sessio
         # killed node)
         reference = hrm(cluster, folder, "train", "--config", "reference.yaml", log=tmp_path / "reference.log")
 
-        wait_for(f"rank 0 to pause at step {GROW_AT} on 2 workers", lambda: paused_on(GROW_AT, 2), timeout=300,
+        wait_for(f"rank 0 to pause at step {GROW_AT} on 1 worker", lambda: paused_on(GROW_AT, 1), timeout=300,
                  every=1, explain=logs)
-        cluster.add_node("d", cpus=3, ip="127.0.0.5")  # a node joins: the run grows to 3 workers
-        reread_nodes(cluster, "127.0.0.5")
+        cluster.add_node("d", cpus=3, ip="127.0.0.4")  # a node joins: the run grows to 2 workers
+        reread_nodes(cluster, "127.0.0.4")
         assert driver.wait(timeout=300) == 0, logs()
         assert reference.wait(timeout=120) == 0, (tmp_path / "reference.log").read_text()[-3000:]
     finally:
@@ -192,7 +193,7 @@ def test_an_elastic_run_shrinks_on_a_lost_node_and_grows_on_a_new_one(ray_sessio
     lm = metric(uri, "elastic", "train/lm_loss")
     assert sorted(lm) == list(range(1, MAX_STEPS + 1))  # every step logged once, whatever was trained twice
     workers = metric(uri, "elastic", "train/workers")
-    assert [workers[s] for s in (1, KILL_AT, GROW_AT, MAX_STEPS)] == [3, 3, 2, 3], workers
+    assert [workers[s] for s in (1, KILL_AT, GROW_AT, MAX_STEPS)] == [2, 2, 1, 2], workers
     ref = metric(uri, "reference", "train/lm_loss")
     (tmp_path / "losses.txt").write_text("".join(f"{s} {lm[s]!r} {ref[s]!r} {abs(lm[s] / ref[s] - 1):.2e}\n"
                                                  for s in sorted(lm)))
@@ -202,9 +203,9 @@ def test_an_elastic_run_shrinks_on_a_lost_node_and_grows_on_a_new_one(ray_sessio
     assert run.info.status == "FINISHED" and "eval/exact_accuracy" in run.data.metrics
     events = [run.data.tags[k] for k in sorted(run.data.tags) if k.startswith("hrm.restart.")]
     assert len(events) == 2, events
-    assert "3 -> 2 workers" in events[0] and f"lost {rank0}" in events[0], events
+    assert "2 -> 1 workers" in events[0] and f"lost {rank0}" in events[0], events
     assert "the checkpoint of step 4" in events[0] and "steps 5-6 trained again" in events[0], events
-    assert "2 -> 3 workers" in events[-1] and "joined 127.0.0.5 (" in events[-1], events
+    assert "1 -> 2 workers" in events[-1] and "joined 127.0.0.4 (" in events[-1], events
     assert "the checkpoint of step 8" in events[-1], events
     versions = MlflowClient(uri).search_model_versions("name = 'hrm-elastic'")
     assert [v.run_id for v in versions] == [run_id]  # registered once

@@ -1,6 +1,7 @@
-"""`hrm bench reasoning` end to end, a 1-minute smoke version through the real CLI in its own process: a tiny
-minimal-6×6 dataset, a variant that fails and one from the committed run files with a budget of seconds, then the
-report (table, plot, JSON) and the MLflow runs (a parent, a child per variant that ran) checked."""
+"""`hrm bench reasoning` end to end, a 1-minute smoke version through the real CLI in its own process (on the suite's
+local Ray, as on a cluster: a Ray of its own costs ~4 s to start here): a tiny minimal-6×6 dataset, a variant that
+fails and one from the committed run files with a budget of seconds, then the report (table, plot, JSON) and the
+MLflow runs (a parent, a child per variant that ran) checked."""
 
 import json
 import os
@@ -18,7 +19,7 @@ BUDGET, EVERY = 0.08, 0.025  # minutes of training per variant; an evaluation ev
 
 
 @pytest.fixture(scope="module")
-def benched(tmp_path_factory):
+def benched(tmp_path_factory, ray_session):
     """One run of the CLI for the module: (its working folder, the finished process)."""
     tmp_path = tmp_path_factory.mktemp("bench")
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"name": "tiny-minimal", "task": "sudoku", "sudoku": {
@@ -30,7 +31,10 @@ def benched(tmp_path_factory):
         "name": "smoke", "data_config": "data.yaml", "minutes": 5, "eval_minutes": 1, "votes": 2,
         "variants": {"too-big": "too-big.yaml", "hrm-fast": str(CONFIGS / "bench-reasoning-hrm-fast.yaml")}},
         sort_keys=False))  # a failing variant first: the one after it runs (the report of several: test_bench_merge)
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "HRM_PROGRESS")}
+    import ray
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HRM_PROGRESS")}
+    env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     hrm = Path(sys.executable).with_name("hrm")
     done = subprocess.run([str(hrm), "bench", "reasoning", "--config", "bench.yaml", "--minutes", str(BUDGET),
                            "--eval-minutes", str(EVERY), "--out", "reports"], cwd=tmp_path, env=env,
